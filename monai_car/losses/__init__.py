@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from .adversarial import (
+    NonSaturatingDiscriminatorLoss,
+    NonSaturatingGeneratorLoss,
+    discriminator_adversarial_loss,
+    generator_adversarial_loss,
+    r1_penalty,
+)
+from .calibration import CalibrationLoss, GaussianCalibrationLoss
+from .cross_entropy import MaskedCrossEntropyLoss
+
+__all__ = [
+    "CalibrationLoss",
+    "GaussianCalibrationLoss",
+    "MaskedCrossEntropyLoss",
+    "NonSaturatingDiscriminatorLoss",
+    "NonSaturatingGeneratorLoss",
+    "discriminator_adversarial_loss",
+    "generator_adversarial_loss",
+    "r1_penalty",
+]

@@ -1,0 +1,47 @@
+"""Metrics of stochastic segmentation: GED, Hungarian-matched IoU, mode-weighted GED and soft-target ECE."""
+
+from __future__ import annotations
+
+from .calibration import (
+    SoftTargetCalibrationErrorMetric,
+    calibration_error_from_bins,
+    compute_soft_target_calibration_bins,
+    compute_soft_target_calibration_error,
+    reliability_table_from_bins,
+)
+from .generalized_energy_distance import (
+    GeneralizedEnergyDistanceMetric,
+    compute_ged_terms,
+    compute_generalized_energy_distance,
+)
+from .hungarian_matched_iou import (
+    HungarianMatchedIoUMetric,
+    compute_hungarian_matched_iou,
+    hungarian_matched_iou_from_matrix,
+)
+from .mode_weighted_ged import ModeWeightedGEDMetric, compute_mode_weighted_ged, compute_mode_weighted_ged_terms
+from .pairwise_iou import compute_pairwise_class_iou, compute_pairwise_iou, compute_pairwise_iou_distance
+from .utils import as_plain_tensor, probabilities_to_labels, reduce_per_image
+
+__all__ = [
+    "GeneralizedEnergyDistanceMetric",
+    "HungarianMatchedIoUMetric",
+    "ModeWeightedGEDMetric",
+    "SoftTargetCalibrationErrorMetric",
+    "as_plain_tensor",
+    "calibration_error_from_bins",
+    "compute_ged_terms",
+    "compute_generalized_energy_distance",
+    "compute_hungarian_matched_iou",
+    "compute_mode_weighted_ged",
+    "compute_mode_weighted_ged_terms",
+    "compute_pairwise_class_iou",
+    "compute_pairwise_iou",
+    "compute_pairwise_iou_distance",
+    "compute_soft_target_calibration_bins",
+    "compute_soft_target_calibration_error",
+    "hungarian_matched_iou_from_matrix",
+    "probabilities_to_labels",
+    "reduce_per_image",
+    "reliability_table_from_bins",
+]

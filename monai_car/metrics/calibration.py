@@ -1,0 +1,265 @@
+"""Expected calibration error with soft targets (mean of the graders), pixels pooled over images and iterations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.metrics import CumulativeIterationMetric
+
+from .utils import _all_buffers, _as_labels, as_plain_tensor
+
+__all__ = [
+    "SoftTargetCalibrationErrorMetric",
+    "calibration_error_from_bins",
+    "compute_soft_target_calibration_bins",
+    "compute_soft_target_calibration_error",
+    "reliability_table_from_bins",
+]
+
+CONFIDENCE_MODES = ("foreground", "top_label")
+
+
+def _check_bins_args(num_bins: int, confidence: str) -> None:
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
+        raise ValueError(f"num_bins must be a positive int, got {num_bins!r}.")
+    if confidence not in CONFIDENCE_MODES:
+        raise ValueError(f"confidence must be one of {CONFIDENCE_MODES}, got {confidence!r}.")
+
+
+def compute_soft_target_calibration_bins(
+    y_pred: torch.Tensor,
+    y: torch.Tensor,
+    num_bins: int = 10,
+    confidence: str = "foreground",
+    ignore_index: int | None = None,
+) -> torch.Tensor:
+    """Per-image, per-bin sums of the reliability diagram: pixel count, summed confidence, summed soft accuracy.
+
+    Bins: ``num_bins`` equal intervals of ``[0, 1]``, right-closed as in Guo et al. 2017,
+    ``B_m = ((m - 1) / M, m / M]`` for ``m = 1 .. M``, the first bin also holding confidence 0.
+
+    Conventions (``t`` is the soft target, the mean over the ``R`` graders):
+
+    - ``confidence="foreground"`` (LIDC, binary): confidence = the predicted foreground probability ``p``
+      (not ``max(p, 1 - p)``); accuracy of a pixel = ``t = mean_r y_r``, the fraction of graders who marked it. A bin's
+      accuracy is the mean ``t`` of its pixels, i.e. the observed foreground frequency. ``y_pred`` is
+      ``(B, 1, *spatial)`` (the foreground probability) or ``(B, 2, *spatial)`` (channel 1 is the foreground).
+    - ``confidence="top_label"`` (multi-class, e.g. Cityscapes): confidence = ``max_k p_k``, the probability of the
+      predicted class ``k* = argmax_k p_k`` (ties: lowest index); accuracy of a pixel = the soft target of the predicted
+      class, ``t_{k*} = mean_r [y_r == k*]``, the fraction of graders who agree with the prediction (1 or 0 with a
+      single label). A bin's accuracy is the mean of that over its pixels. ``y_pred`` is ``(B, K, *spatial)``,
+      ``K >= 2``.
+
+    Args:
+        y_pred: ``(B, K, *spatial)`` probabilities in ``[0, 1]`` (channel-first, as MONAI's ``CalibrationErrorMetric``).
+        y: ``(B, R, *spatial)`` the graders' labels: binary masks (foreground mode; soft labels in ``[0, 1]``, e.g.
+            an already averaged ``(B, 1, *spatial)`` target, are accepted too) or integer label maps in ``[0, K)``
+            (top-label mode); ``R >= 1``.
+        num_bins: number of equal bins (10 in the papers).
+        confidence: ``"foreground"`` or ``"top_label"``, see above.
+        ignore_index: a label value marking pixels to leave out (e.g. Cityscapes void). A pixel is left out when any
+            grader gives it this label.
+
+    Returns:
+        ``(B, 3, num_bins)`` float64 on ``y_pred``'s device: row 0 the pixel counts, row 1 the summed confidences,
+        row 2 the summed accuracies (soft targets). Sums, not means, so that they add up across images, iterations
+        and DDP ranks.
+
+    Raises:
+        TypeError / ValueError: on non-tensors, wrong shapes or channel counts, probabilities outside ``[0, 1]``,
+            labels outside the allowed values, bad ``num_bins`` or ``confidence``.
+    """
+    _check_bins_args(num_bins, confidence)
+    y_pred = as_plain_tensor(y_pred, "y_pred")
+    y = as_plain_tensor(y, "y")
+    if y_pred.ndim < 3 or y.ndim < 3:
+        raise ValueError(
+            f"y_pred must be (B, K, *spatial) and y (B, R, *spatial), got {tuple(y_pred.shape)} and {tuple(y.shape)}."
+        )
+    if y_pred.shape[0] != y.shape[0] or y_pred.shape[2:] != y.shape[2:]:
+        raise ValueError(
+            f"y_pred {tuple(y_pred.shape)} and y {tuple(y.shape)} must share the batch size and the spatial shape: "
+            "(B, K, *spatial) probabilities and (B, R, *spatial) graders' labels."
+        )
+    if y.shape[1] == 0:
+        raise ValueError("y holds no grader (dim 1 is 0).")
+    if y_pred.device != y.device:
+        raise ValueError(f"y_pred is on {y_pred.device} but y is on {y.device}; move both to the same device.")
+    if not y_pred.is_floating_point():
+        raise ValueError(f"y_pred must hold floating probabilities, got {y_pred.dtype}.")
+    if not bool(((y_pred >= 0) & (y_pred <= 1)).all()):
+        raise ValueError("y_pred must hold probabilities in [0, 1] (apply softmax/sigmoid first); found other values.")
+    num_channels = y_pred.shape[1]
+    if confidence == "foreground":
+        if num_channels not in (1, 2):
+            raise ValueError(
+                "confidence='foreground' needs (B, 1, *spatial) or (B, 2, *spatial) probabilities, got "
+                f"K={num_channels}; use confidence='top_label' for multi-class predictions."
+            )
+        conf = y_pred[:, -1]
+        target, valid = _foreground_targets(y, ignore_index)
+    else:
+        if num_channels < 2:
+            raise ValueError(f"confidence='top_label' needs K >= 2 class channels, got K={num_channels}.")
+        conf, predicted = y_pred.max(dim=1)
+        target, valid = _top_label_targets(y, predicted, num_channels, ignore_index)
+    return _bin_sums(conf.double(), target, valid, num_bins)
+
+
+def _valid_pixels(y: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
+    """``(B, *spatial)`` bool: pixels that no grader marks with ``ignore_index``."""
+    if ignore_index is None:
+        return torch.ones_like(y[:, 0], dtype=torch.bool)
+    return ~(y == ignore_index).any(dim=1)
+
+
+def _foreground_targets(y: torch.Tensor, ignore_index: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft foreground target ``mean_r y_r`` and the valid pixels; ``y`` holds 0/1 masks or soft labels in [0, 1]."""
+    y = y.long() if y.dtype == torch.bool else y
+    valid = _valid_pixels(y, ignore_index)
+    checked = y[valid[:, None].expand_as(y)]
+    if not bool(((checked >= 0) & (checked <= 1)).all()):
+        raise ValueError(
+            "with confidence='foreground', y must hold the graders' binary masks (or soft labels in [0, 1]); "
+            "set ignore_index to leave out void pixels."
+        )
+    return y.double().mean(dim=1), valid
+
+
+def _top_label_targets(
+    y: torch.Tensor, predicted: torch.Tensor, num_channels: int, ignore_index: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fraction of graders agreeing with the predicted class, and the valid pixels; ``y`` holds label maps."""
+    labels = _as_labels(y, "y")
+    valid = _valid_pixels(labels, ignore_index)
+    checked = labels[valid[:, None].expand_as(labels)]
+    if not bool(((checked >= 0) & (checked < num_channels)).all()):
+        raise ValueError(f"y must hold labels in [0, {num_channels - 1}] (or ignore_index={ignore_index}).")
+    return (labels == predicted[:, None]).double().mean(dim=1), valid
+
+
+def _bin_sums(conf: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """``(B, 3, num_bins)`` float64 count / confidence / target sums of ``(B, *spatial)`` pixels, vectorised."""
+    batch = conf.shape[0]
+    inner_edges = torch.arange(1, num_bins, dtype=torch.float64, device=conf.device) / num_bins
+    bin_index = torch.bucketize(conf.reshape(batch, -1), inner_edges, right=False)  # (lo, hi] bins, 0 in bin 0
+    flat = (bin_index + num_bins * torch.arange(batch, device=conf.device)[:, None]).reshape(-1)
+    weight = valid.reshape(-1).double()
+    size = batch * num_bins
+    count = torch.bincount(flat, weights=weight, minlength=size)
+    sum_conf = torch.bincount(flat, weights=weight * conf.reshape(-1), minlength=size)
+    sum_target = torch.bincount(flat, weights=weight * target.reshape(-1), minlength=size)
+    return torch.stack([count, sum_conf, sum_target]).reshape(3, batch, num_bins).transpose(0, 1)
+
+
+def _check_bin_sums(bins: torch.Tensor) -> torch.Tensor:
+    bins = as_plain_tensor(bins, "bins")
+    if bins.ndim < 2 or bins.shape[-2] != 3:
+        raise ValueError(f"bins must be (..., 3, num_bins) count/confidence/target sums, got {tuple(bins.shape)}.")
+    return bins.double().reshape(-1, 3, bins.shape[-1]).sum(dim=0)
+
+
+def calibration_error_from_bins(bins: torch.Tensor) -> torch.Tensor:
+    """Expected calibration error of pooled bin sums, ``ECE = sum_m (n_m / N) |conf_m - acc_m|``.
+
+    Since ``n_m * |mean conf - mean acc| = |sum conf - sum acc|``, this is ``sum_m |S_conf,m - S_acc,m| / N``.
+
+    Args:
+        bins: ``(..., 3, num_bins)`` sums from :func:`compute_soft_target_calibration_bins`; all leading dims
+            (images, iterations, ranks) are pooled by summation.
+
+    Returns:
+        0-dim float64 ECE in ``[0, 1]`` (multiply by 100 for percent); NaN when no pixel was counted.
+    """
+    count, sum_conf, sum_target = _check_bin_sums(bins)
+    total = count.sum()
+    if total <= 0:
+        return torch.tensor(float("nan"), dtype=torch.float64, device=bins.device)
+    return (sum_conf - sum_target).abs().sum() / total
+
+
+def reliability_table_from_bins(bins: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Reliability-diagram table of pooled bin sums.
+
+    Args:
+        bins: ``(..., 3, num_bins)`` sums; leading dims are pooled.
+
+    Returns:
+        A dict of float64 tensors: ``count`` (pixels per bin), ``mean_confidence``, ``accuracy`` (mean soft accuracy),
+        ``gap`` (``mean_confidence - accuracy``: positive means over-confident), each ``(num_bins,)``, and
+        ``bin_edges`` ``(num_bins + 1,)``. Empty bins have NaN mean confidence, accuracy and gap. The keys are those
+        that :func:`monai_car.visualize.reliability.reliability_diagram_figure` reads.
+    """
+    count, sum_conf, sum_target = _check_bin_sums(bins)
+    num_bins = count.shape[0]
+    nan = torch.full_like(count, float("nan"))
+    mean_conf = torch.where(count > 0, sum_conf / count.clamp_min(1e-300), nan)
+    mean_acc = torch.where(count > 0, sum_target / count.clamp_min(1e-300), nan)
+    return {
+        "count": count,
+        "mean_confidence": mean_conf,
+        "accuracy": mean_acc,
+        "gap": mean_conf - mean_acc,
+        "bin_edges": torch.arange(num_bins + 1, dtype=torch.float64, device=count.device) / num_bins,
+    }
+
+
+def compute_soft_target_calibration_error(
+    y_pred: torch.Tensor,
+    y: torch.Tensor,
+    num_bins: int = 10,
+    confidence: str = "foreground",
+    ignore_index: int | None = None,
+) -> torch.Tensor:
+    """ECE of one batch with all its pixels pooled (not a mean of per-image ECEs).
+
+    See :func:`compute_soft_target_calibration_bins` for the arguments and conventions; use
+    :class:`SoftTargetCalibrationErrorMetric` to pool over a whole test set.
+
+    Returns:
+        0-dim float64 ECE in ``[0, 1]``.
+    """
+    return calibration_error_from_bins(
+        compute_soft_target_calibration_bins(y_pred, y, num_bins, confidence, ignore_index)
+    )
+
+
+class SoftTargetCalibrationErrorMetric(CumulativeIterationMetric):
+    """Pooled-pixel expected calibration error with soft targets, accumulated over iterations (the MoSE convention).
+
+    Each call ``metric(y_pred=probs, y=graders)`` (``(B, K, *spatial)`` probabilities, ``(B, R, *spatial)`` graders'
+    labels) adds the per-image bin sums ``(B, 3, num_bins)`` of :func:`compute_soft_target_calibration_bins` to the
+    buffer and returns them. ``aggregate()`` gathers the buffers of all DDP ranks (``get_buffer``), sums the bin sums
+    over every image and returns the ECE of the pooled pixels; ``reliability_table()`` returns the pooled per-bin
+    table. Results are in ``[0, 1]``; papers report ``100 * ECE``.
+
+    Args:
+        num_bins: number of equal confidence bins (default 10).
+        confidence: ``"foreground"`` (binary, the foreground probability) or ``"top_label"`` (the predicted class's
+            probability); the exact accuracy conventions are in :func:`compute_soft_target_calibration_bins`.
+        ignore_index: label value of pixels to leave out (any grader giving it).
+    """
+
+    def __init__(self, num_bins: int = 10, confidence: str = "foreground", ignore_index: int | None = None) -> None:
+        super().__init__()
+        _check_bins_args(num_bins, confidence)
+        self.num_bins = num_bins
+        self.confidence = confidence
+        self.ignore_index = ignore_index
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
+        if y is None:
+            raise ValueError("y (the graders' labels, (B, R, *spatial)) is required.")
+        return compute_soft_target_calibration_bins(y_pred, y, self.num_bins, self.confidence, self.ignore_index)
+
+    def _pooled_bins(self) -> torch.Tensor:
+        return _all_buffers(self)[0].sum(dim=0)
+
+    def aggregate(self) -> torch.Tensor:  # type: ignore[override]
+        """ECE of all pixels of all images seen so far on all ranks: 0-dim float64 in ``[0, 1]``."""
+        return calibration_error_from_bins(self._pooled_bins())
+
+    def reliability_table(self) -> dict[str, torch.Tensor]:
+        """Pooled reliability-diagram table, see :func:`reliability_table_from_bins`."""
+        return reliability_table_from_bins(self._pooled_bins())

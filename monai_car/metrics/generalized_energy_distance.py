@@ -1,0 +1,192 @@
+"""Generalized energy distance (GED^2) between a model's samples and the graders' labels, per image."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.metrics import CumulativeIterationMetric
+from monai.utils import MetricReduction
+
+from .pairwise_iou import _count_dtype, _iou_from_counts, _pairwise_class_counts, _pairwise_intersection_union
+from .utils import (
+    _all_buffers,
+    _as_binary,
+    _as_labels,
+    _check_classes,
+    _check_sets,
+    _labels_from_probabilities,
+    as_plain_tensor,
+    reduce_per_image,
+)
+
+__all__ = ["GeneralizedEnergyDistanceMetric", "compute_ged_terms", "compute_generalized_energy_distance"]
+
+
+def _pairwise_distance(a: torch.Tensor, b: torch.Tensor | None, classes: list[int] | None) -> torch.Tensor:
+    """``(B, N, M)`` distances of flattened inputs: ``1 - IoU`` (binary) or its mean over ``classes`` (label maps)."""
+    if classes is None:
+        return 1.0 - _iou_from_counts(*_pairwise_intersection_union(a, b))
+    return (1.0 - _iou_from_counts(*_pairwise_class_counts(a, b, classes))).mean(dim=-1)
+
+
+def compute_ged_terms(
+    y_pred: torch.Tensor, y: torch.Tensor, num_classes: int | None = None, classes: Sequence[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The three expectations of the generalized energy distance, per image (V-statistics).
+
+    With ``d = 1 - IoU`` (``d = 0`` when both masks are empty), the terms are the means over *all* ordered pairs,
+    the pairs of a mask with itself included:
+
+    - ``cross = mean_{s, r} d(s_s, y_r)`` over ``S x R`` pairs,
+    - ``samples = mean_{s, s'} d(s_s, s_s')`` over ``S x S`` pairs (diversity of the samples),
+    - ``labels = mean_{r, r'} d(y_r, y_r')`` over ``R x R`` pairs (diversity of the graders),
+
+    and ``GED^2 = 2 * cross - samples - labels``.
+
+    Binary mode (``num_classes=None``): the inputs are binary masks (bool or 0/1 of any dtype).
+    Label-map mode (``num_classes=K``): the inputs are integer label maps in ``[0, K)`` and ``d`` is the mean over
+    ``classes`` (default: the foreground classes ``1 .. K-1``) of the per-class ``1 - IoU_c``, where a class absent from
+    both maps contributes ``d_c = 0`` (it is *not* skipped; for the Cityscapes convention that skips absent classes,
+    use :func:`~monai_car.metrics.compute_mode_weighted_ged`).
+
+    Args:
+        y_pred: ``(B, S, *spatial)`` model samples.
+        y: ``(B, R, *spatial)`` graders' labels, same batch size, spatial shape and device.
+        num_classes: ``None`` for binary masks, or the number of classes ``K >= 2`` of integer label maps.
+        classes: with ``num_classes``, the class ids to average ``d`` over. Not allowed without ``num_classes``.
+
+    Returns:
+        ``(cross, samples, labels)``, each a ``(B,)`` float32 tensor on the inputs' device.
+
+    Raises:
+        TypeError: when an input is not a tensor.
+        ValueError: on shape/device mismatches, non-binary masks, non-integral or out-of-range labels, bad classes.
+    """
+    y_pred = as_plain_tensor(y_pred, "y_pred")
+    y = as_plain_tensor(y, "y")
+    _check_sets(y_pred, y, ("y_pred", "y"))
+    if num_classes is None:
+        if classes is not None:
+            raise ValueError("classes is only used with integer label maps: set num_classes as well.")
+        class_ids = None
+        dtype = _count_dtype(y.shape[2:].numel())  # convert once, reused by the cross and self pairs
+        a = _as_binary(y_pred, "y_pred").flatten(2).to(dtype)
+        b = _as_binary(y, "y").flatten(2).to(dtype)
+    else:
+        class_ids = _check_classes(classes, num_classes)
+        a = _as_labels(y_pred, "y_pred", num_classes).flatten(2)
+        b = _as_labels(y, "y", num_classes).flatten(2)
+    cross = _pairwise_distance(a, b, class_ids).mean(dim=(1, 2))
+    samples = _pairwise_distance(a, None, class_ids).mean(dim=(1, 2))
+    labels = _pairwise_distance(b, None, class_ids).mean(dim=(1, 2))
+    return cross, samples, labels
+
+
+def compute_generalized_energy_distance(
+    y_pred: torch.Tensor, y: torch.Tensor, num_classes: int | None = None, classes: Sequence[int] | None = None
+) -> torch.Tensor:
+    """Squared generalized energy distance per image, ``GED^2 = 2 E[d(s, y)] - E[d(s, s')] - E[d(y, y')]``.
+
+    ``d = 1 - IoU`` on the foreground, ``d = 0`` when both masks are empty; expectations over all pairs including
+    ``s = s'`` and ``y = y'`` (V-statistic), as in Kohl et al. 2018 and the CAR paper. This is the number the
+    literature reports as "GED" (averaged over test images). See :func:`compute_ged_terms` for the arguments.
+
+    Args:
+        y_pred: ``(B, S, *spatial)`` model samples (binary masks, or label maps with ``num_classes``).
+        y: ``(B, R, *spatial)`` graders' labels.
+        num_classes: ``None`` for binary masks, else the number of classes of integer label maps.
+        classes: with ``num_classes``, the classes to average ``d`` over (default ``1 .. num_classes - 1``).
+
+    Returns:
+        ``(B,)`` float32 GED^2 per image.
+
+    Example:
+        >>> s = torch.zeros(1, 2, 4, 4); s[0, 0, :2] = 1  # samples: one half-mask, one empty
+        >>> compute_generalized_energy_distance(s, s)  # identical sets
+        tensor([0.])
+    """
+    cross, samples, labels = compute_ged_terms(y_pred, y, num_classes=num_classes, classes=classes)
+    return 2.0 * cross - samples - labels
+
+
+class GeneralizedEnergyDistanceMetric(CumulativeIterationMetric):
+    """Accumulate per-image GED^2 over iterations; ``aggregate()`` returns the mean over all images.
+
+    Inputs per call, ``metric(y_pred=..., y=...)``:
+
+    - ``y_pred``: ``(B, S, *spatial)`` binary masks (or integer label maps with ``num_classes``); with
+      ``from_probabilities=True`` it is ``(B, S, K, *spatial)`` probabilities from the model, turned into label maps
+      by :func:`~monai_car.metrics.probabilities_to_labels` (argmax over ``K > 1``, ``p >= 0.5`` when ``K == 1``).
+      In binary mode (``num_classes=None``) only ``K`` in ``{1, 2}`` is accepted (the foreground is class 1); with
+      ``num_classes`` set, ``K`` must equal ``num_classes``.
+    - ``y``: ``(B, R, *spatial)`` graders' binary masks (or integer label maps with ``num_classes``).
+
+    A list of channel-first tensors per image is accepted too (MONAI's usual decollated form).
+    Four buffers are kept per image (GED^2, cross, samples and labels terms); they are gathered across DDP ranks by
+    ``get_buffer()`` like every MONAI cumulative metric.
+
+    Args:
+        num_classes: ``None`` for binary masks, or the number of classes of label maps.
+        classes: with ``num_classes``, the classes to average the distance over (default ``1 .. num_classes - 1``).
+        from_probabilities: whether ``y_pred`` holds ``(B, S, K, *spatial)`` probabilities instead of masks.
+        reduction: MONAI reduction of the per-image values in ``aggregate`` (default ``"mean"``; ``"none"`` returns
+            every image's value).
+        get_not_nans: if true, ``aggregate`` returns ``(value, number of non-NaN images)``.
+
+    Example:
+        >>> metric = GeneralizedEnergyDistanceMetric()
+        >>> for samples, graders in loader:  # (B, S, H, W), (B, R, H, W)
+        ...     metric(y_pred=samples, y=graders)
+        >>> ged = metric.aggregate().item(); terms = metric.aggregate_terms(); metric.reset()
+    """
+
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        classes: Sequence[int] | None = None,
+        from_probabilities: bool = False,
+        reduction: MetricReduction | str = MetricReduction.MEAN,
+        get_not_nans: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_classes is None and classes is not None:
+            raise ValueError("classes is only used with integer label maps: set num_classes as well.")
+        if num_classes is not None:
+            _check_classes(classes, num_classes)
+        self.num_classes = num_classes
+        self.classes = None if classes is None else list(classes)
+        self.from_probabilities = from_probabilities
+        self.reduction = reduction
+        self.get_not_nans = get_not_nans
+
+    def _prepare_prediction(self, y_pred: torch.Tensor) -> torch.Tensor:
+        if not self.from_probabilities:
+            return y_pred
+        return _labels_from_probabilities(y_pred, self.num_classes, binary=self.num_classes is None)
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> list[torch.Tensor]:  # type: ignore[override]
+        if y is None:
+            raise ValueError("y (the graders' labels, (B, R, *spatial)) is required.")
+        y_pred = self._prepare_prediction(as_plain_tensor(y_pred, "y_pred"))
+        cross, samples, labels = compute_ged_terms(y_pred, y, num_classes=self.num_classes, classes=self.classes)
+        return [2.0 * cross - samples - labels, cross, samples, labels]
+
+    def __call__(self, y_pred: Any, y: Any = None, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
+        """Compute GED^2 of one batch, add it (and its terms) to the buffers and return the ``(B,)`` GED^2."""
+        ged, *_ = super().__call__(y_pred=y_pred, y=y, **kwargs)
+        return ged
+
+    def aggregate(
+        self, reduction: MetricReduction | str | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        """Reduce the GED^2 of every image seen so far (all DDP ranks), by default to their mean."""
+        ged = _all_buffers(self)[0]
+        f = reduce_per_image(ged, reduction or self.reduction)
+        return (f, (~torch.isnan(ged)).sum().float()) if self.get_not_nans else f
+
+    def aggregate_terms(self) -> dict[str, torch.Tensor]:
+        """Mean over all images of each term: ``{"ged", "cross", "samples", "labels"}`` (0-dim tensors)."""
+        buffers = _all_buffers(self)
+        return {k: v.nanmean() for k, v in zip(("ged", "cross", "samples", "labels"), buffers)}

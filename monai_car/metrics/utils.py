@@ -1,0 +1,192 @@
+"""Input checks and conversions shared by the monai-car metrics."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import torch
+from monai.metrics import Cumulative
+from monai.metrics.utils import do_metric_reduction
+from monai.utils import MetricReduction, look_up_option
+
+__all__ = ["as_plain_tensor", "probabilities_to_labels", "reduce_per_image"]
+
+# float32 adds integers exactly up to 2**24; larger pixel counts are accumulated in float64
+_FLOAT32_EXACT_INT = 2**24
+
+
+def as_plain_tensor(x: object, name: str) -> torch.Tensor:
+    """Return ``x`` as a plain ``torch.Tensor`` (a MONAI ``MetaTensor`` loses its metadata), or fail clearly.
+
+    Args:
+        x: the input to check.
+        name: the argument's name, used in the error message.
+
+    Raises:
+        TypeError: when ``x`` is not a tensor.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; convert it with torch.as_tensor.")
+    as_tensor = getattr(x, "as_tensor", None)  # monai.data.MetaTensor
+    return as_tensor() if callable(as_tensor) else x
+
+
+def probabilities_to_labels(probabilities: torch.Tensor) -> torch.Tensor:
+    """Turn per-sample class probabilities into integer label maps.
+
+    With ``K > 1`` channels the label is the argmax over the channels (ties go to the lowest class index, as
+    ``torch.argmax`` does); with ``K == 1`` the single channel is a foreground probability thresholded at 0.5
+    (``p >= 0.5`` is foreground, the rule of ``monai.transforms.AsDiscrete(threshold=0.5)``).
+
+    Args:
+        probabilities: ``(B, S, K, *spatial)`` probabilities (or any scores: only their order matters for K > 1).
+
+    Returns:
+        ``(B, S, *spatial)`` int64 label maps in ``[0, K)`` (``{0, 1}`` when ``K == 1``).
+
+    Raises:
+        ValueError: on fewer than 4 dimensions, a non-floating dtype, or non-finite values.
+    """
+    probabilities = as_plain_tensor(probabilities, "probabilities")
+    if probabilities.ndim < 4:
+        raise ValueError(
+            f"probabilities must be (B, S, K, *spatial) with at least one spatial dim, got shape "
+            f"{tuple(probabilities.shape)}; pass label maps/masks directly instead of probabilities if you have them."
+        )
+    if not probabilities.is_floating_point():
+        raise ValueError(f"probabilities must be a floating tensor, got {probabilities.dtype}.")
+    if not bool(torch.isfinite(probabilities).all()):
+        raise ValueError("probabilities hold NaN or inf values.")
+    if probabilities.shape[2] == 1:
+        return (probabilities[:, :, 0] >= 0.5).long()
+    return probabilities.argmax(dim=2)
+
+
+def reduce_per_image(values: torch.Tensor, reduction: MetricReduction | str) -> torch.Tensor:
+    """Reduce a ``(N,)`` tensor of per-image scores with MONAI's NaN-aware ``do_metric_reduction``.
+
+    Batch-reducing modes (``"mean"``, ``"sum"``, ``"mean_batch"``, ``"sum_batch"``) return a 0-dim tensor; the
+    others (``"none"``, ``"mean_channel"``, ``"sum_channel"``) return the ``(N,)`` per-image values.
+    """
+    reduction = look_up_option(reduction, MetricReduction)
+    if values.ndim != 1:
+        raise ValueError(f"per-image scores must be a 1D tensor, got shape {tuple(values.shape)}.")
+    f, _ = do_metric_reduction(values.clone()[:, None], reduction)
+    if reduction in (MetricReduction.MEAN, MetricReduction.SUM, MetricReduction.MEAN_BATCH, MetricReduction.SUM_BATCH):
+        return f.reshape(())
+    return f.reshape(-1)
+
+
+def _check_sets(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None:
+    """Check that ``a`` ``(B, N, *spatial)`` and ``b`` ``(B, M, *spatial)`` can be compared pairwise."""
+    na, nb = names
+    for x, n in ((a, na), (b, nb)):
+        if x.ndim < 3:
+            raise ValueError(
+                f"{n} must be (B, N, *spatial) with a batch dim, a set dim and at least one spatial dim, got shape "
+                f"{tuple(x.shape)}; add the missing dims with unsqueeze (e.g. a single mask per image is (B, 1, H, W))."
+            )
+        if x.shape[1] == 0:
+            raise ValueError(f"{n} holds an empty set (dim 1 is 0): at least one mask per image is needed.")
+        if x.is_complex():
+            raise ValueError(f"{n} must be a real tensor, got {x.dtype}.")
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"batch sizes differ: {na} has {a.shape[0]} images, {nb} has {b.shape[0]}.")
+    if a.shape[2:] != b.shape[2:]:
+        raise ValueError(
+            f"spatial shapes differ: {na} {tuple(a.shape[2:])} vs {nb} {tuple(b.shape[2:])}; both must be "
+            "(B, N, *spatial) on the same grid."
+        )
+    if a.device != b.device:
+        raise ValueError(f"{na} is on {a.device} but {nb} is on {b.device}; move both to the same device.")
+
+
+def _as_binary(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Return a bool view of a mask that holds only 0 and 1 (any real dtype), or fail clearly."""
+    if x.dtype == torch.bool:
+        return x
+    if not bool(((x == 0) | (x == 1)).all()):
+        bad = x[(x != 0) & (x != 1)].flatten()[:3].tolist()
+        raise ValueError(
+            f"{name} must be a binary mask (bool, or 0/1 values), found values such as {bad}; threshold "
+            "probabilities first (e.g. p >= 0.5), or pass integer label maps with num_classes= for multi-class data."
+        )
+    return x != 0
+
+
+def _as_labels(x: torch.Tensor, name: str, num_classes: int | None = None) -> torch.Tensor:
+    """Return an int64 label map (floats must hold whole numbers); with ``num_classes`` check values in range."""
+    if x.dtype == torch.bool:
+        x = x.long()
+    elif x.is_floating_point():
+        if not bool((torch.isfinite(x) & (x == x.round())).all()):
+            raise ValueError(
+                f"{name} must be an integer label map, found non-integral values; argmax probabilities over the "
+                "class dim first (or use from_probabilities=True in the metric classes)."
+            )
+        x = x.long()
+    elif x.dtype != torch.int64:
+        x = x.long()
+    if num_classes is not None and x.numel() > 0:
+        lo, hi = int(x.min()), int(x.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"{name} holds labels in [{lo}, {hi}] but num_classes={num_classes} allows [0, {num_classes - 1}]."
+            )
+    return x
+
+
+def _check_classes(classes: Sequence[int] | None, num_classes: int | None) -> list[int]:
+    """Validate the class ids to average over (default: the foreground classes ``1 .. num_classes - 1``)."""
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
+    ):
+        raise ValueError(f"num_classes must be an int >= 2 (background plus at least one class), got {num_classes!r}.")
+    if classes is None:
+        if num_classes is None:
+            raise ValueError("classes must be given (a non-empty sequence of class ids).")
+        return list(range(1, num_classes))
+    if isinstance(classes, int) or not isinstance(classes, Sequence) or len(classes) == 0:
+        raise ValueError(f"classes must be a non-empty sequence of int class ids, got {classes!r}.")
+    out = []
+    for c in classes:
+        if isinstance(c, bool) or not isinstance(c, numbers.Integral):
+            raise ValueError(f"classes must hold ints, got {c!r} in {classes!r}.")
+        c = int(c)
+        if num_classes is not None and not 0 <= c < num_classes:
+            raise ValueError(f"class id {c} is outside [0, {num_classes - 1}] (num_classes={num_classes}).")
+        out.append(c)
+    if len(set(out)) != len(out):
+        raise ValueError(f"classes holds duplicates: {classes!r}.")
+    return out
+
+
+def _labels_from_probabilities(y_pred: torch.Tensor, num_classes: int | None, binary: bool) -> torch.Tensor:
+    """Label maps from ``(B, S, K, *spatial)`` probabilities, checking ``K`` against the metric's mode.
+
+    ``binary``: the metric compares foreground masks, so only ``K`` in ``{1, 2}`` is accepted;
+    ``num_classes``: if given, ``K`` must equal it.
+    """
+    if y_pred.ndim < 4:
+        raise ValueError(
+            f"with from_probabilities=True, y_pred must be (B, S, K, *spatial), got shape {tuple(y_pred.shape)}."
+        )
+    k = y_pred.shape[2]
+    if binary and k > 2:
+        raise ValueError(
+            f"y_pred has K={k} class channels but the metric compares binary foreground masks: pass (B, S, 2, *spatial)"
+            " or (B, S, 1, *spatial) foreground probabilities (GeneralizedEnergyDistanceMetric also takes "
+            f"num_classes={k} to compare label maps per class)."
+        )
+    if num_classes is not None and k != num_classes:
+        raise ValueError(f"y_pred has K={k} class channels but num_classes={num_classes}.")
+    return probabilities_to_labels(y_pred)
+
+
+def _all_buffers(metric: Cumulative) -> list[torch.Tensor]:
+    """The gathered buffers as a list (MONAI returns a bare tensor when there is one buffer)."""
+    data = metric.get_buffer()
+    if data is None:
+        raise ValueError(f"{type(metric).__name__} has no data: call it on at least one batch before aggregate().")
+    return [data] if isinstance(data, torch.Tensor) else list(data)

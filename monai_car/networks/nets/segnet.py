@@ -1,0 +1,115 @@
+"""F for LIDC: the SegNet encoder-decoder (Badrinarayanan et al., 2017) with a softmax output."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from monai_car.networks.blocks import check_spatial_dims, conv_stack
+
+__all__ = ["CalibrationSegNet"]
+
+
+class CalibrationSegNet(nn.Module):
+    """SegNet: a VGG-style encoder with batch norm whose max-pool indices are reused by the decoder's unpooling.
+
+    The defaults are VGG16-BN's 13 convolutions (widths 64-128-256-512-512, 2-2-3-3-3 convolutions per block), the
+    SegNet configuration used for the calibration network F on LIDC. The decoder mirrors the encoder; its last block
+    ends in a 3x3 convolution to ``out_channels`` class logits, and :meth:`forward` applies a softmax.
+
+    Args:
+        spatial_dims: 2 (slices) or 3 (volumes).
+        in_channels: image channels ``C``.
+        out_channels: classes ``K`` (2 for lesion / background).
+        channels: encoder widths, one per pooling level.
+        convs_per_block: convolutions per encoder (and decoder) block, one entry per level.
+        negative_slope: LeakyReLU slope (0 gives SegNet's ReLU).
+        dropout: dropout after each activation (0 disables it, as in SegNet).
+
+    Shapes:
+        input ``(B, C, *spatial)``; output ``(B, K, *spatial)`` probabilities summing to 1 over ``K``. Any spatial size
+        works: unpooling restores each pre-pooling size, odd sizes included.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        out_channels: int = 2,
+        channels: Sequence[int] = (64, 128, 256, 512, 512),
+        convs_per_block: Sequence[int] = (2, 2, 3, 3, 3),
+        negative_slope: float = 0.0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        if len(channels) != len(convs_per_block) or len(channels) == 0:
+            raise ValueError(
+                f"channels {tuple(channels)} and convs_per_block {tuple(convs_per_block)} "
+                "must be non-empty and of equal length."
+            )
+        if in_channels < 1 or out_channels < 2:
+            raise ValueError(
+                f"need in_channels >= 1 and out_channels >= 2 (softmax classes), got {in_channels}, {out_channels}."
+            )
+        if any(n < 1 for n in convs_per_block):
+            raise ValueError(f"every block needs at least one convolution, got {tuple(convs_per_block)}.")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        kwargs = {"negative_slope": negative_slope, "dropout": dropout}
+
+        self.encoders = nn.ModuleList()
+        prev = in_channels
+        for width, n in zip(channels, convs_per_block):
+            self.encoders.append(conv_stack(spatial_dims, [prev] + [width] * n, **kwargs))
+            prev = width
+
+        # decoder level i mirrors encoder level i: widths go back from channels[i] to channels[i-1]
+        self.decoders = nn.ModuleList()
+        for i in reversed(range(len(channels))):
+            width, n = channels[i], convs_per_block[i]
+            target = channels[i - 1] if i > 0 else channels[0]
+            widths = [width] * n + [target]
+            if i == 0:
+                widths = [width] * n  # the last block keeps its width; the head maps to classes
+            self.decoders.append(conv_stack(spatial_dims, widths, **kwargs) if len(widths) > 1 else nn.Identity())
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        self.head = conv(channels[0], out_channels, kernel_size=3, padding=1)
+        pool = nn.MaxPool2d if spatial_dims == 2 else nn.MaxPool3d
+        unpool = nn.MaxUnpool2d if spatial_dims == 2 else nn.MaxUnpool3d
+        self.pool = pool(kernel_size=2, stride=2, return_indices=True)
+        self.unpool = unpool(kernel_size=2, stride=2)
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits ``(B, K, *spatial)`` for images ``(B, C, *spatial)``."""
+        _check_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
+        indices: list[torch.Tensor] = []
+        sizes: list[torch.Size] = []
+        h = x
+        for encoder in self.encoders:
+            h = encoder(h)
+            sizes.append(h.shape)
+            h, idx = self.pool(h)
+            indices.append(idx)
+        for decoder, idx, size in zip(self.decoders, reversed(indices), reversed(sizes)):
+            h = self.unpool(h, idx, output_size=size)
+            h = decoder(h)
+        return self.head(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(B, K, *spatial)``."""
+        return torch.softmax(self.forward_logits(x), dim=1)
+
+
+def _check_input(x: torch.Tensor, in_channels: int, spatial_dims: int, name: str) -> None:
+    """Raise a ``ValueError`` naming the network when ``x`` is not ``(B, in_channels, *spatial)``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}.")
+    if x.ndim != spatial_dims + 2 or x.shape[1] != in_channels:
+        raise ValueError(
+            f"{name} expects input of shape (B, {in_channels}, *{spatial_dims} spatial dims), got {tuple(x.shape)}."
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"{name} expects a floating point input, got {x.dtype}.")
