@@ -1,0 +1,278 @@
+"""Checkpoint files and random-number-generator states.
+
+- :func:`save_checkpoint` writes ``{name: obj.state_dict()}`` atomically (temp file in the same folder, then
+  ``os.replace``), so a crash never leaves a truncated checkpoint behind.
+- :func:`load_checkpoint` loads strictly: a missing or unexpected entry (top level, or a network's parameter) is an
+  error that names it. The authors' code saved under one name and loaded under another and silently started from
+  scratch; here that fails loudly.
+- :func:`capture_rng_states` / :func:`restore_rng_states` record python, numpy, torch (CPU and CUDA) and named
+  ``torch.Generator`` states in a form that ``torch.load(..., weights_only=True)`` accepts.
+- :func:`derive_seed` mixes a seed with other values (iteration, rank, case id) into a new, well-spread seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from .distributed import unwrap_module
+
+__all__ = [
+    "CheckpointKeyError",
+    "capture_rng_states",
+    "derive_seed",
+    "load_checkpoint",
+    "restore_rng_states",
+    "save_checkpoint",
+]
+
+
+class CheckpointKeyError(KeyError):
+    """A checkpoint's entries (or a network's parameters) do not match what is being loaded."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0]) if self.args else ""
+
+
+def derive_seed(seed: int, *values: int | str) -> int:
+    """A 63-bit seed derived from ``seed`` and further ``values`` (ints or strings), stable across processes.
+
+    Uses numpy's ``SeedSequence`` (strings go through SHA-256 first, never python's salted ``hash``), so nearby inputs
+    (iteration 7 and 8, rank 0 and 1) give unrelated seeds.
+
+    Example:
+        >>> derive_seed(0, 5) == derive_seed(0, 5) != derive_seed(0, 6)
+        True
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
+    entropy = [int(seed)]
+    for v in values:
+        if isinstance(v, str):
+            entropy.append(int.from_bytes(hashlib.sha256(v.encode("utf-8")).digest()[:8], "little"))
+        elif isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0:
+            entropy.append(int(v))
+        else:
+            raise ValueError(f"derive_seed values must be non-negative ints or strings, got {v!r}.")
+    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+def capture_rng_states(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """The states of python's, numpy's and torch's global generators (CUDA too when initialised) and of ``generators``.
+
+    Returns:
+        A dict of tensors, ints, floats and strings only (safe for ``torch.load(weights_only=True)``).
+    """
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]  # noqa: NPY002
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64).copy()),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available() and torch.cuda.is_initialized()
+        else [],
+        "generators": {},
+    }
+    for key, gen in (generators or {}).items():
+        if not isinstance(gen, torch.Generator):
+            raise TypeError(f"generators[{key!r}] must be a torch.Generator, got {type(gen).__name__}.")
+        states["generators"][str(key)] = gen.get_state()
+    return states
+
+
+def restore_rng_states(states: Mapping[str, Any], generators: Mapping[str, torch.Generator] | None = None) -> None:
+    """Restore what :func:`capture_rng_states` recorded.
+
+    Raises:
+        CheckpointKeyError: when ``states`` lacks an entry, or the named generators differ from the recorded ones.
+    """
+    required = ("python", "numpy", "torch", "cuda", "generators")
+    missing = [k for k in required if k not in states]
+    if missing:
+        raise CheckpointKeyError(f"RNG states lack {missing}; they must come from capture_rng_states().")
+    gens = dict(generators or {})
+    recorded = dict(states["generators"])
+    if set(gens) != set(recorded):
+        raise CheckpointKeyError(
+            f"RNG states hold generators {sorted(recorded)} but {sorted(gens)} were given to restore; "
+            "pass the same named generators that were recorded."
+        )
+    py = states["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = states["numpy"]
+    keys = torch.as_tensor(n["keys"]).cpu().numpy().astype(np.uint32)  # a map_location may have moved it
+    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))  # noqa: NPY002
+    torch.set_rng_state(torch.as_tensor(states["torch"], dtype=torch.uint8).cpu())
+    cuda_states = list(states["cuda"])
+    if cuda_states and torch.cuda.is_available():
+        for i, s in enumerate(cuda_states[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(torch.as_tensor(s, dtype=torch.uint8).cpu(), i)
+    for key, gen in gens.items():
+        gen.set_state(torch.as_tensor(recorded[key], dtype=torch.uint8).cpu())
+
+
+def _state_dict_of(name: str, obj: Any) -> Any:
+    if isinstance(obj, nn.Module):
+        return unwrap_module(obj).state_dict()
+    if not callable(getattr(obj, "state_dict", None)):
+        raise TypeError(f"checkpoint entry {name!r} ({type(obj).__name__}) has no state_dict() method.")
+    return obj.state_dict()
+
+
+def save_checkpoint(path: str | os.PathLike, objects: Mapping[str, Any]) -> Path:
+    """Write ``{name: obj.state_dict()}`` to ``path`` atomically.
+
+    The state dicts are serialised to a temporary file in the destination folder, which then replaces ``path``
+    (``os.replace``); on failure the temporary file is removed and an existing ``path`` is left untouched.
+    ``DistributedDataParallel`` wrappers are unwrapped, so checkpoints load into plain networks.
+
+    Args:
+        path: the checkpoint file (its folder is created).
+        objects: named networks, optimizers, schedulers, engines, ... (anything with ``state_dict()``).
+
+    Returns:
+        the path written.
+    """
+    if not isinstance(objects, Mapping) or not objects:
+        raise ValueError("objects must be a non-empty mapping of names to objects with state_dict().")
+    path = Path(path)
+    payload = {str(k): _state_dict_of(str(k), v) for k, v in objects.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _check_module(name: str, module: nn.Module, state: Mapping, strict: bool, source: str) -> None:
+    module = unwrap_module(module)
+    if not isinstance(state, Mapping):
+        raise CheckpointKeyError(f"{source}: entry {name!r} is a {type(state).__name__}, not a network state_dict.")
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if isinstance(state[k], torch.Tensor) and state[k].shape != own[k].shape
+    ]
+    if mismatched:
+        raise CheckpointKeyError(
+            f"{source}: entry {name!r} ({type(module).__name__}) has parameters of other shapes: {mismatched[:10]}"
+            f"{' ...' if len(mismatched) > 10 else ''}. The checkpoint comes from a different network configuration; "
+            "build the network with the settings it was trained with."
+        )
+    if strict and (missing or unexpected):
+        raise CheckpointKeyError(
+            f"{source}: entry {name!r} ({type(module).__name__}) does not match the network: missing keys "
+            f"{missing[:20]}{' ...' if len(missing) > 20 else ''}, unexpected keys {unexpected[:20]}"
+            f"{' ...' if len(unexpected) > 20 else ''}. The checkpoint comes from a different network configuration "
+            "(or was saved under another name); build the network it was trained with."
+        )
+
+
+def _check_optimizer(name: str, optimizer: Optimizer, state: Mapping, source: str) -> None:
+    if not isinstance(state, Mapping) or "param_groups" not in state or "state" not in state:
+        raise CheckpointKeyError(f"{source}: entry {name!r} is not an optimizer state_dict (no 'param_groups').")
+    saved = [len(g["params"]) for g in state["param_groups"]]
+    own = [len(g["params"]) for g in optimizer.param_groups]
+    if saved != own:
+        raise CheckpointKeyError(
+            f"{source}: optimizer {name!r} has parameter groups of sizes {own} but the checkpoint has {saved}; "
+            "the optimizer must be built over the same network configuration as when it was saved."
+        )
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    objects: Mapping[str, Any],
+    map_location: Any = None,
+    strict: bool = True,
+) -> dict[str, list[str]]:
+    """Load a checkpoint written by :func:`save_checkpoint` (or MONAI's / ignite's savers) into ``objects``.
+
+    With ``strict=True`` (the default) the checkpoint's entries must be exactly ``objects``' names, and every
+    network's parameter names and shapes must match; otherwise a :class:`CheckpointKeyError` names what is missing,
+    unexpected or mismatched, and nothing is loaded (networks and optimizers are all checked before any is loaded;
+    another object's own ``load_state_dict`` may still raise part-way). A checkpoint holding a single bare state dict
+    (ignite's format for one object) loads into a single object.
+
+    Args:
+        path: the checkpoint file.
+        objects: the targets, name -> network / optimizer / scheduler / engine / anything with ``load_state_dict``.
+        map_location: passed to ``torch.load``.
+        strict: see above. With ``strict=False`` only the common entries (and common parameters) are loaded and a
+            warning names the rest.
+
+    Returns:
+        ``{"missing": [...], "unexpected": [...]}``: the entry names absent from the checkpoint / not loaded (both
+        empty with ``strict=True``).
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        CheckpointKeyError: on mismatches (see above).
+    """
+    if not isinstance(objects, Mapping) or not objects:
+        raise ValueError("objects must be a non-empty mapping of names to objects with load_state_dict().")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist.")
+    source = f"checkpoint {str(path)!r}"
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # unpickling errors have many types
+        raise ValueError(f"{source} cannot be read as a torch checkpoint: {e}") from e
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointKeyError(f"{source} holds a {type(checkpoint).__name__}, not a dict of state dicts.")
+    if len(objects) == 1 and next(iter(objects)) not in checkpoint:
+        checkpoint = {next(iter(objects)): checkpoint}
+    missing = sorted(set(objects) - set(checkpoint))
+    unexpected = sorted(set(checkpoint) - set(objects))
+    if strict and (missing or unexpected):
+        raise CheckpointKeyError(
+            f"{source} does not match the objects to load: missing entries {missing}, unexpected entries "
+            f"{unexpected} (checkpoint has {sorted(checkpoint)}). Load it with the same names it was saved with, "
+            "or pass strict=False to load only the common entries."
+        )
+    if missing or unexpected:
+        warnings.warn(f"{source}: not loading {missing} (absent) and ignoring {unexpected} (unexpected).", stacklevel=2)
+    common = [name for name in objects if name in checkpoint]
+    for name in common:  # check everything before loading anything
+        obj, state = objects[name], checkpoint[name]
+        if isinstance(obj, nn.Module):
+            _check_module(name, obj, state, strict, source)
+        elif isinstance(obj, Optimizer):
+            _check_optimizer(name, obj, state, source)
+        elif not callable(getattr(obj, "load_state_dict", None)):
+            raise TypeError(f"object {name!r} ({type(obj).__name__}) has no load_state_dict() method.")
+    for name in common:
+        obj, state = objects[name], checkpoint[name]
+        if isinstance(obj, nn.Module):
+            unwrap_module(obj).load_state_dict(state, strict=strict)
+        else:
+            obj.load_state_dict(state)
+    return {"missing": missing, "unexpected": unexpected}

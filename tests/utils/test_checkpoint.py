@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from monai_car.utils.checkpoint import (
+    CheckpointKeyError,
+    capture_rng_states,
+    derive_seed,
+    load_checkpoint,
+    restore_rng_states,
+    save_checkpoint,
+)
+
+
+def _draws(gen):
+    legacy_numpy = float(np.random.rand())  # noqa: NPY002 (the global numpy state is what is recorded)
+    return random.random(), legacy_numpy, torch.rand(2).tolist(), torch.rand(1, generator=gen).item()
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    gen = torch.Generator().manual_seed(5)
+    torch.manual_seed(1)
+    np.random.seed(1)  # noqa: NPY002
+    random.seed(1)
+    states = capture_rng_states({"noise": gen})
+    expected = _draws(gen)
+    torch.save(states, tmp_path / "rng.pt")
+    _draws(gen)  # move every generator on
+    restore_rng_states(torch.load(tmp_path / "rng.pt", weights_only=True), {"noise": gen})
+    assert _draws(gen) == expected
+    with pytest.raises(CheckpointKeyError, match=r"generators \['noise'\] but \[\] were given"):
+        restore_rng_states(states)
+    with pytest.raises(CheckpointKeyError, match="lack"):
+        restore_rng_states({"python": states["python"]})
+
+
+def test_derive_seed_is_stable_and_spread():
+    assert derive_seed(0, 1) == derive_seed(0, 1)
+    assert len({derive_seed(0, i) for i in range(100)} | {derive_seed(1, 0), derive_seed(0, "case_1")}) == 102
+    assert 0 <= derive_seed(2**40, "x", 3) < 2**63
+    with pytest.raises(ValueError):
+        derive_seed(-1)
+    with pytest.raises(ValueError):
+        derive_seed(0, 1.5)
+
+
+def test_save_and_strict_load(tmp_path):
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    path = save_checkpoint(tmp_path / "sub" / "ckpt.pt", {"net": net, "opt": opt})
+    assert path.is_file() and os.listdir(path.parent) == ["ckpt.pt"]
+    target = torch.nn.Linear(3, 2)
+    assert load_checkpoint(path, {"net": target, "opt": torch.optim.SGD(target.parameters(), lr=0.1)}) == {
+        "missing": [],
+        "unexpected": [],
+    }
+    assert torch.equal(target.weight, net.weight)
+    with pytest.raises(CheckpointKeyError, match=r"missing entries \[\], unexpected entries \['opt'\]"):
+        load_checkpoint(path, {"net": target})
+    with pytest.warns(UserWarning, match="ignoring \\['opt'\\]"):
+        report = load_checkpoint(path, {"net": target}, strict=False)
+    assert report == {"missing": [], "unexpected": ["opt"]}
+    two = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
+    with pytest.raises(CheckpointKeyError, match="parameter groups of sizes \\[4\\] but the checkpoint has \\[2\\]"):
+        load_checkpoint(path, {"net": torch.nn.Linear(3, 2), "opt": torch.optim.SGD(two.parameters(), lr=0.1)})
+
+
+def test_single_bare_state_dict_and_bad_files(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    torch.save(net.state_dict(), tmp_path / "bare.pt")
+    target = torch.nn.Linear(2, 2)
+    load_checkpoint(tmp_path / "bare.pt", {"model": target})
+    assert torch.equal(target.bias, net.bias)
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="cannot be read as a torch checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt", {"model": target})
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt", {"model": target})
+
+
+def test_failed_save_leaves_no_file(tmp_path):
+    class Bad:
+        def state_dict(self):
+            return {"f": lambda: 0}
+
+    (tmp_path / "c.pt").write_bytes(b"old")
+    with pytest.raises(Exception, match="pickle"):
+        save_checkpoint(tmp_path / "c.pt", {"bad": Bad()})
+    assert os.listdir(tmp_path) == ["c.pt"] and (tmp_path / "c.pt").read_bytes() == b"old"
+    with pytest.raises(TypeError, match="no state_dict"):
+        save_checkpoint(tmp_path / "d.pt", {"x": 1})
