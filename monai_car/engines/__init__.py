@@ -1,0 +1,51 @@
+"""Training and evaluation engines of CAR, on MONAI's engines (ignite underneath).
+
+- :class:`CalibrationTrainer`: stage 1, F alone with masked cross entropy (a MONAI ``SupervisedTrainer``).
+- :class:`RefinementTrainer`: stage 2, G and D (F frozen or joint), a MONAI ``Trainer`` like ``AdversarialTrainer``.
+- :class:`CAREvaluator`: F once and G with S draws per case; GED, HM-IoU and soft-target ECE over the whole set.
+"""
+
+from __future__ import annotations
+
+from .base import ResumableTrainerMixin
+from .calibration_trainer import CalibrationTrainer
+from .evaluator import SKIPPED_BATCH_KEY, CAREvaluator, lower_is_better
+from .metric_handlers import (
+    CalibrationOutput,
+    CARMetricHandler,
+    SampleMeanOutput,
+    SamplesOutput,
+    default_car_metrics,
+)
+from .refinement_trainer import GENERATOR_LOSSES, RefinementTrainer
+from .utils import (
+    BatchCheck,
+    InvalidBatchError,
+    LogitsForward,
+    RefinementKeys,
+    check_batch,
+    isolated_rng,
+    select_cases,
+)
+
+__all__ = [
+    "GENERATOR_LOSSES",
+    "SKIPPED_BATCH_KEY",
+    "BatchCheck",
+    "CAREvaluator",
+    "CARMetricHandler",
+    "CalibrationOutput",
+    "CalibrationTrainer",
+    "InvalidBatchError",
+    "LogitsForward",
+    "RefinementKeys",
+    "RefinementTrainer",
+    "ResumableTrainerMixin",
+    "SampleMeanOutput",
+    "SamplesOutput",
+    "check_batch",
+    "default_car_metrics",
+    "isolated_rng",
+    "lower_is_better",
+    "select_cases",
+]

@@ -1,0 +1,139 @@
+"""Small pieces of the stage-2 iteration: argument checks, per-sample replication, D's inputs and accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from monai.utils import AdversarialIterationEvents
+from torch import nn
+from torch.nn import functional as F
+from torch.optim import Optimizer
+
+from monai_car.handlers.discriminator_schedule import DiscriminatorSchedule
+from monai_car.losses import discriminator_adversarial_loss, r1_penalty
+from monai_car.networks import CARNet
+
+__all__ = [
+    "GENERATOR_LOSSES",
+    "as_floats",
+    "check_refinement_args",
+    "discriminator_step",
+    "learning_rate",
+    "discriminator_accuracies",
+    "one_hot_label_map",
+    "repeat_per_sample",
+]
+
+GENERATOR_LOSSES = ("calibration", "refine_ce")
+"""``generator_loss`` options: CAR's calibration loss, or cross entropy of G's samples (the paper's control)."""
+
+
+def repeat_per_sample(x: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """``(B, *rest) -> (B * M, *rest)``, row ``b`` repeated ``M`` times in a row (row ``b * M + m``), which is
+    ``CARNet.sample``'s ``(B, M, ...)`` layout flattened."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1 or x.ndim < 1:
+        raise ValueError(f"need a batch-first tensor and num_samples >= 1, got {tuple(x.shape)} and {num_samples!r}.")
+    return x.unsqueeze(1).expand(x.shape[0], num_samples, *x.shape[1:]).reshape(-1, *x.shape[1:])
+
+
+def one_hot_label_map(y: torch.Tensor, num_classes: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """One-hot ``(B, K, *spatial)`` float map of integer labels ``(B, 1, *spatial)``; zero where ``valid`` is false."""
+    if y.ndim < 3 or y.shape[1] != 1:
+        raise ValueError(f"labels must be (B, 1, *spatial) class indices, got {tuple(y.shape)}.")
+    out = F.one_hot(y.squeeze(1).long().clamp(0, num_classes - 1), num_classes).movedim(-1, 1).float()
+    return out if valid is None else out * valid
+
+
+def discriminator_accuracies(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """D's accuracy on reals (logit > 0) and on fakes (logit < 0); their mean is the balanced accuracy."""
+    return (real_logits > 0).float().mean(), (fake_logits < 0).float().mean()
+
+
+def discriminator_step(
+    engine: Any,
+    discriminator: nn.Module,
+    optimizer: Optimizer,
+    real_in: torch.Tensor,
+    fake_in: torch.Tensor,
+    r1_weight: float,
+    clip: Callable[[], None],
+    set_to_none: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One D update, ``BCE(real, fake) + r1_weight * R1(real)``.
+
+    The reals ``(B, ...)`` and all fakes ``(B * M, ...)`` go through D in one pass (one DDP forward per backward);
+    MONAI's ``AdversarialIterationEvents`` are fired on ``engine``.
+
+    Returns:
+        the D loss and the R1 penalty (before weighting).
+    """
+    real_in = real_in.detach().requires_grad_(True)
+    logits = discriminator(torch.cat([real_in, fake_in], dim=0)).float()
+    real_logits, fake_logits = logits[: real_in.shape[0]], logits[real_in.shape[0] :]
+    engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_REALS_FORWARD_COMPLETED)
+    engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_FAKES_FORWARD_COMPLETED)
+    loss_r1 = r1_penalty(real_logits, real_in)
+    loss_d = discriminator_adversarial_loss(real_logits, fake_logits) + r1_weight * loss_r1
+    engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_LOSS_COMPLETED)
+    optimizer.zero_grad(set_to_none=set_to_none)
+    loss_d.backward()
+    engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_BACKWARD_COMPLETED)
+    clip()
+    optimizer.step()
+    engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_MODEL_COMPLETED)
+    return loss_d, loss_r1
+
+
+def learning_rate(optimizer: Optimizer | None) -> float | None:
+    """The first parameter group's learning rate (None without an optimizer)."""
+    return None if optimizer is None else float(optimizer.param_groups[0]["lr"])
+
+
+def as_floats(values: Mapping[Any, Any]) -> dict[str, float]:
+    """``{str(key): float}`` with one-element tensors read out and ``None`` (not computed) as NaN."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, torch.Tensor):
+            value = value.detach().item()
+        out[str(key)] = float("nan") if value is None else float(value)
+    return out
+
+
+def check_refinement_args(
+    network: Any,
+    discriminator: Any,
+    g_optimizer: Any,
+    d_optimizer: Any,
+    f_optimizer: Any,
+    train_calibration: bool,
+    num_samples: int,
+    generator_loss: str,
+    schedule: Any,
+    clip_grad_norm: float | None,
+    weights: Mapping[str, float],
+) -> None:
+    """Validate the RefinementTrainer's arguments, with messages that say what to change."""
+    if not isinstance(network, CARNet):
+        raise TypeError(f"network must be a monai_car.networks.CARNet (F and G), got {type(network).__name__}.")
+    if not isinstance(discriminator, nn.Module):
+        raise TypeError(f"discriminator must be a torch.nn.Module, got {type(discriminator).__name__}.")
+    for name, opt in (("g_optimizer", g_optimizer), ("d_optimizer", d_optimizer)):
+        if not isinstance(opt, Optimizer):
+            raise TypeError(f"{name} must be a torch.optim.Optimizer, got {type(opt).__name__}.")
+    if train_calibration and not isinstance(f_optimizer, Optimizer):
+        raise ValueError("train_calibration=True (joint training of F) needs f_optimizer, F's optimizer.")
+    if not train_calibration and f_optimizer is not None:
+        raise ValueError("f_optimizer was given but F is frozen (train_calibration=False): set train_calibration=True.")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples (M) must be a positive int, got {num_samples!r}.")
+    if generator_loss not in GENERATOR_LOSSES:
+        raise ValueError(f"generator_loss must be one of {GENERATOR_LOSSES}, got {generator_loss!r}.")
+    if schedule is not None and not isinstance(schedule, DiscriminatorSchedule):
+        raise TypeError(f"discriminator_schedule must be a DiscriminatorSchedule, got {type(schedule).__name__}.")
+    if clip_grad_norm is not None and not clip_grad_norm > 0:
+        raise ValueError(f"clip_grad_norm must be positive or None, got {clip_grad_norm!r}.")
+    for name, w in weights.items():
+        if not float(w) >= 0:
+            raise ValueError(f"{name} must be a non-negative number, got {w!r}.")

@@ -1,0 +1,381 @@
+"""Shared pieces of the CAR engines: output keys, batch checks naming the bad case, RNG isolation, small adapters."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.data import decollate_batch, list_data_collate
+from monai.utils import IgniteInfo, min_version, optional_import
+from monai.utils.enums import StrEnum
+from torch import nn
+
+from monai_car.transforms.utils import SKIP_REASON_KEY
+from monai_car.utils.distributed import is_distributed, is_main_process
+from monai_car.utils.enums import CarKeys
+
+ProgressBar, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "ProgressBar")
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = [
+    "SKIP_REASON_KEY",
+    "BatchCheck",
+    "InvalidBatchError",
+    "LogitsForward",
+    "RefinementKeys",
+    "as_plain",
+    "attach_progress_bar",
+    "case_names",
+    "check_batch",
+    "frozen_parameters",
+    "isolated_rng",
+    "merge_checkpoint_entries",
+    "record_skipped",
+    "select_cases",
+    "usable_cases",
+]
+
+
+class RefinementKeys(StrEnum):
+    """Keys of the stage-2 trainer's per-iteration output (``engine.state.output``), all python floats.
+
+    ``LOSS`` is the generator's total loss under MONAI's usual ``"loss"`` key, so that ``from_engine(["loss"])``
+    handlers work unchanged. D's losses are NaN in iterations where D is not updated (they are not computed then).
+    """
+
+    LOSS = "loss"
+    LOSS_ADV = "loss_adv"
+    LOSS_CAL = "loss_cal"
+    LOSS_REFINE_CE = "loss_refine_ce"
+    LOSS_CE_F = "loss_ce_f"
+    LOSS_D = "loss_d"
+    LOSS_D_BCE = "loss_d_bce"
+    LOSS_R1 = "loss_r1"
+    D_ACCURACY = "d_accuracy"
+    D_ACCURACY_REAL = "d_accuracy_real"
+    D_ACCURACY_FAKE = "d_accuracy_fake"
+    D_UPDATED = "d_updated"
+    LR_G = "lr_g"
+    LR_D = "lr_d"
+    LR_F = "lr_f"
+    NUM_CASES = "num_cases"
+    SKIPPED = "skipped"
+
+
+class InvalidBatchError(ValueError):
+    """A batch holds cases that cannot be used; the message names each case and what is wrong with it."""
+
+
+def as_plain(x: torch.Tensor) -> torch.Tensor:
+    """A plain ``torch.Tensor`` view of ``x`` (MONAI's ``MetaTensor`` loses its metadata; others pass through)."""
+    as_tensor = getattr(x, "as_tensor", None)
+    return as_tensor() if callable(as_tensor) else x
+
+
+def case_names(batch: Mapping, size: int, case_key: str = CarKeys.CASE_ID, where: str = "") -> list[str]:
+    """A name per case of a collated batch: its case id, else ``"<where> item i"``."""
+    ids = batch.get(case_key)
+    if isinstance(ids, (list, tuple)) and len(ids) == size:
+        return [str(c) for c in ids]
+    prefix = f"{where} " if where else ""
+    return [f"{prefix}batch item {i} (no {case_key!r} in the batch)" for i in range(size)]
+
+
+class BatchCheck:
+    """The outcome of :func:`check_batch`: the case names and, per bad case, what is wrong."""
+
+    def __init__(self, names: list[str], problems: dict[int, list[str]]) -> None:
+        self.names = names
+        self.problems = problems
+
+    @property
+    def valid_indices(self) -> list[int]:
+        """Indices of the cases without problems."""
+        return [i for i in range(len(self.names)) if i not in self.problems]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every case is usable."""
+        return not self.problems
+
+    def report(self) -> dict[str, str]:
+        """``{case name: "; "-joined problems}`` of the bad cases."""
+        return {self.names[i]: "; ".join(p) for i, p in sorted(self.problems.items())}
+
+    def message(self, what: str) -> str:
+        """A one-paragraph error message naming every bad case."""
+        cases = "; ".join(f"case {name!r}: {reason}" for name, reason in self.report().items())
+        return (
+            f"{what}: {len(self.problems)} of {len(self.names)} cases in the batch cannot be used -- {cases}. Fix or "
+            "remove these cases (the transforms' ValidateCased names them too), or set skip_invalid=True to leave "
+            "them out and report them."
+        )
+
+
+def _tensor(batch: Mapping, key: str, what: str) -> torch.Tensor:
+    if key not in batch:
+        raise KeyError(
+            f"{what}: the batch has no {key!r} entry (keys: {sorted(map(str, batch))}); the transforms must provide "
+            f"it, or pass the key name to the engine."
+        )
+    x = batch[key]
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what}: batch[{key!r}] must be a collated tensor, got {type(x).__name__}.")
+    return x
+
+
+def check_batch(
+    batch: Any,
+    image_key: str = CarKeys.IMAGE,
+    grader_key: str | None = None,
+    labels_key: str | None = None,
+    require_labels: bool = False,
+    in_channels: int | None = None,
+    spatial_dims: int | None = None,
+    num_classes: int | None = None,
+    num_graders: int | None = None,
+    ignore_index: int | None = None,
+    case_key: str = CarKeys.CASE_ID,
+    where: str = "",
+) -> BatchCheck:
+    """Check a collated batch and return, per case, what is wrong with it (nothing is raised for bad cases).
+
+    Batch-level errors (not a dict, a missing key, tensors of the wrong rank or mismatched batch sizes) raise at once,
+    since no case can be singled out. Per-case problems: a ``skip_reason`` mark from the transforms; NaN or inf in the
+    image; a grader label that is not ``(1, *spatial)`` with integer classes in ``[0, K)`` (or ``ignore_index``);
+    labels absent although required, or with a number of graders other than ``num_graders``, or not binary.
+
+    Args:
+        batch: the collated dict.
+        image_key: the images ``(B, C, *spatial)``, floating point.
+        grader_key: the drawn grader ``(B, 1, *spatial)`` (checked when given).
+        labels_key: the stacked graders ``(B, R, *spatial)`` (checked when given and present).
+        require_labels: whether ``labels_key`` must be present (evaluation with metrics).
+        in_channels: the expected ``C``.
+        spatial_dims: the expected number of spatial dims.
+        num_classes: ``K`` for the grader label's range.
+        num_graders: the expected ``R``.
+        ignore_index: a label value allowed besides ``[0, K)`` (void pixels).
+        case_key: the case-id key used in messages.
+        where: context for messages (e.g. ``"iteration 12"``).
+
+    Returns:
+        a :class:`BatchCheck`.
+
+    Raises:
+        TypeError, KeyError, ValueError: on batch-level problems (see above).
+    """
+    what = f"{where}: " if where else ""
+    image_key, case_key = str(image_key), str(case_key)
+    grader_key = None if grader_key is None else str(grader_key)
+    labels_key = None if labels_key is None else str(labels_key)
+    if not isinstance(batch, Mapping):
+        raise TypeError(f"{what}the engines expect a dict batch (dictionary transforms), got {type(batch).__name__}.")
+    image = _tensor(batch, image_key, f"{what}image")
+    if image.ndim < 3 or not image.is_floating_point():
+        raise ValueError(
+            f"{what}batch[{image_key!r}] must be floating point (B, C, *spatial), got {image.dtype} "
+            f"{tuple(image.shape)}; add EnsureTyped(keys='{image_key}', dtype=torch.float32)."
+        )
+    b, spatial = image.shape[0], tuple(image.shape[2:])
+    if spatial_dims is not None and len(spatial) != spatial_dims:
+        raise ValueError(
+            f"{what}batch[{image_key!r}] has {len(spatial)} spatial dims {tuple(image.shape)}, the networks expect "
+            f"{spatial_dims} (B, C, *spatial)."
+        )
+    if in_channels is not None and image.shape[1] != in_channels:
+        raise ValueError(
+            f"{what}batch[{image_key!r}] has {image.shape[1]} channels {tuple(image.shape)}, the networks expect "
+            f"{in_channels}."
+        )
+    names = case_names(batch, b, case_key, where)
+    problems: dict[int, list[str]] = {}
+
+    def add(i: int, reason: str) -> None:
+        problems.setdefault(i, []).append(reason)
+
+    reasons = batch.get(SKIP_REASON_KEY)
+    if isinstance(reasons, (list, tuple)) and len(reasons) == b:
+        for i, r in enumerate(reasons):
+            if r:
+                add(i, f"marked by the transforms: {r}")
+    finite = torch.isfinite(as_plain(image).detach()).flatten(1).all(dim=1).tolist()
+    for i, ok in enumerate(finite):
+        if not ok:
+            add(i, f"the image holds NaN or inf values ({image_key!r})")
+    if grader_key is not None:
+        grader = as_plain(_tensor(batch, grader_key, f"{what}grader label")).detach()
+        if grader.shape != (b, 1, *spatial):
+            raise ValueError(
+                f"{what}batch[{grader_key!r}] must be one drawn grader (B, 1, *spatial) = {(b, 1, *spatial)} on the "
+                f"image grid, got {tuple(grader.shape)}; use RandGraderd to draw it from the stacked graders."
+            )
+        flat = grader.flatten(1)
+        bad = ~torch.isfinite(flat.float()) | (flat != flat.round())
+        if num_classes is not None:
+            out = (flat < 0) | (flat >= num_classes)
+            if ignore_index is not None:
+                out &= flat != ignore_index
+            bad |= out
+        for i in bad.any(dim=1).nonzero().flatten().tolist():
+            allowed = f"[0, {num_classes - 1}]" if num_classes is not None else "integers"
+            extra = f" or {ignore_index}" if ignore_index is not None else ""
+            add(i, f"the grader label ({grader_key!r}) holds values outside {allowed}{extra}")
+    if labels_key is not None:
+        if labels_key not in batch or batch[labels_key] is None:
+            if require_labels:
+                for i in range(b):
+                    add(i, f"no graders' labels ({labels_key!r}); metrics need them")
+        else:
+            labels = as_plain(_tensor(batch, labels_key, f"{what}labels")).detach()
+            if labels.ndim != image.ndim or labels.shape[0] != b or tuple(labels.shape[2:]) != spatial:
+                raise ValueError(
+                    f"{what}batch[{labels_key!r}] must be the stacked graders (B, R, *spatial) on the image grid "
+                    f"{(b, 'R', *spatial)}, got {tuple(labels.shape)}."
+                )
+            r = labels.shape[1]
+            if r == 0:
+                for i in range(b):
+                    add(i, f"no graders' labels ({labels_key!r} has R = 0)")
+            elif num_graders is not None and r != num_graders:
+                for i in range(b):
+                    add(i, f"{r} graders in {labels_key!r}, expected {num_graders}")
+            else:
+                flat = labels.flatten(1)
+                non_binary = ((flat != 0) & (flat != 1)).any(dim=1)
+                for i in non_binary.nonzero().flatten().tolist():
+                    add(i, f"the graders' masks ({labels_key!r}) are not binary 0/1")
+    return BatchCheck(names, problems)
+
+
+def select_cases(batch: Mapping, indices: Sequence[int]) -> dict:
+    """The sub-batch of the cases at ``indices`` (decollated and collated again, so ``MetaTensor`` metadata such as
+    the affine stays with its case)."""
+    items = decollate_batch(dict(batch), detach=False)
+    return list_data_collate([items[i] for i in indices])
+
+
+@contextlib.contextmanager
+def isolated_rng(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
+    """Run a block with torch's global CPU (and ``device``'s CUDA) generator seeded by ``seed``, restoring the previous
+    states afterwards.
+
+    The engines wrap each iteration in this with a seed derived from (seed, iteration, rank), so dropout and every
+    other draw of an iteration depend on nothing but those numbers: a resumed run repeats them exactly whatever ran in
+    between (validation, data loading, other handlers).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    cuda = device.type == "cuda"
+    index = (device.index if device.index is not None else torch.cuda.current_device()) if cuda else None
+    with torch.random.fork_rng(devices=[index] if cuda else [], device_type="cuda"):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def frozen_parameters(module: nn.Module) -> Iterator[None]:
+    """Temporarily set ``requires_grad=False`` on ``module``'s parameters (gradients still flow to its inputs)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+class LogitsForward(nn.Module):
+    """``forward = net.forward_logits`` so that a network's logits pass through ``DistributedDataParallel``.
+
+    DDP synchronises gradients only for calls of its own ``forward``; calling ``ddp.module.forward_logits`` would
+    silently skip the all-reduce. Wrapping this adapter instead keeps the logits path synchronised.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        if not callable(getattr(net, "forward_logits", None)):
+            raise TypeError(f"{type(net).__name__} has no forward_logits(); use the network itself.")
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_logits(x)
+
+
+def usable_cases(engine: Any, batch: Mapping, check: BatchCheck, skip_invalid: bool, where: str) -> dict | None:
+    """Apply the outcome of :func:`check_batch`: the batch itself when every case is usable; else an
+    :class:`InvalidBatchError` naming the cases, or with ``skip_invalid`` the sub-batch of the usable cases (the others
+    reported in ``engine.state.skipped_cases``), or None when no case is left.
+
+    Raises:
+        InvalidBatchError: without ``skip_invalid``; or under DDP when a whole batch would be skipped (the other ranks
+            would wait for this one forever).
+    """
+    if check.ok:
+        return dict(batch)
+    if not skip_invalid:
+        raise InvalidBatchError(check.message(where))
+    record_skipped(engine, check.report(), where)
+    if not check.valid_indices:
+        if is_distributed():
+            raise InvalidBatchError(check.message(f"{where} under DDP (a rank cannot skip a whole batch)"))
+        return None
+    return select_cases(batch, check.valid_indices)
+
+
+def merge_checkpoint_entries(own: Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """An engine's checkpoint entries (``None`` values dropped) plus ``extra`` ones, which must not collide."""
+    out = {k: v for k, v in own.items() if v is not None}
+    for k, v in (extra or {}).items():
+        if k in out:
+            raise ValueError(f"extra checkpoint entry {k!r} collides with the trainer's own entries {sorted(out)}.")
+        out[k] = v
+    return out
+
+
+def record_skipped(engine: Any, report: Mapping[str, str], what: str) -> None:
+    """Add ``{case: reason}`` to ``engine.state.skipped_cases`` and log a warning naming the cases."""
+    skipped = getattr(engine.state, "skipped_cases", None)
+    if skipped is None:
+        skipped = {}
+        engine.state.skipped_cases = skipped
+    skipped.update(report)
+    engine.logger.warning(f"{what}: skipping {len(report)} invalid case(s): {dict(report)}")
+
+
+class _ScalarOutput:
+    """Progress-bar view of an engine output: the listed keys that hold finite scalars, as floats."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = list(keys)
+
+    def __call__(self, output: Any) -> dict[str, float]:
+        if not isinstance(output, Mapping):
+            return {}
+        shown = {}
+        for k in self.keys:
+            v = output.get(k)
+            if isinstance(v, torch.Tensor) and v.numel() == 1:
+                v = v.item()
+            if isinstance(v, (int, float)) and v == v:
+                shown[k] = float(v)
+        return shown
+
+
+def attach_progress_bar(engine: Any, keys: Sequence[str] = ()) -> None:
+    """Attach ignite's tqdm ``ProgressBar`` (rank 0 only) showing the ``keys`` of the iteration output.
+
+    The bar is closed at the end of each epoch (of an evaluator: each run).
+    """
+    if not is_main_process():
+        return
+    ProgressBar(persist=True).attach(
+        engine, output_transform=_ScalarOutput(keys) if keys else None, closing_event_name=Events.EPOCH_COMPLETED
+    )

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from .checkpoint_loader import StrictCheckpointLoader
+from .checkpoint_saver import AtomicCheckpointSaver
+from .discriminator_schedule import DiscriminatorSchedule
+from .sample_set_writer import SAMPLE_SET_FILES, SampleSetWriter, write_sample_set
+from .tensorboard_montage import TensorBoardMontageHandler
+
+__all__: list[str] = [
+    "SAMPLE_SET_FILES",
+    "AtomicCheckpointSaver",
+    "DiscriminatorSchedule",
+    "SampleSetWriter",
+    "StrictCheckpointLoader",
+    "TensorBoardMontageHandler",
+    "write_sample_set",
+]

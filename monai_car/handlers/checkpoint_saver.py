@@ -1,0 +1,103 @@
+"""MONAI's CheckpointSaver, writing every checkpoint atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from monai.handlers import CheckpointSaver
+from monai.utils import IgniteInfo, min_version, optional_import
+
+DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = ["AtomicCheckpointSaver"]
+
+
+class _AtomicDiskSaver(DiskSaver):
+    """ignite's DiskSaver with ``atomic=True`` (temp file in the same folder, then ``os.replace``; ignite restores
+    group/other read permission), MONAI's fixed-filename option, and removals deferred until the next save succeeds.
+
+    ignite's ``Checkpoint`` removes the checkpoint it replaces *before* writing the new one (and MONAI's final saver
+    deletes the previous final file first); if that write then fails, the last good checkpoint would be gone. Here a
+    removal only takes effect once a later save has been written.
+    """
+
+    def __init__(self, dirname: str, filename: str | None = None) -> None:
+        super().__init__(dirname=dirname, require_empty=False, atomic=True)
+        self.filename = filename
+        self._pending_removals: list[str] = []
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        name = self.filename or filename
+        super().__call__(checkpoint=checkpoint, filename=name, metadata=metadata)
+        pending, self._pending_removals = self._pending_removals, []
+        for old in pending:
+            if old != name and (self.dirname / old).exists():
+                super().remove(old)
+
+    def remove(self, filename: str) -> None:
+        self._pending_removals.append(self.filename or filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """:class:`monai.handlers.CheckpointSaver` whose files are written atomically.
+
+    MONAI's saver writes in place (``atomic=False``), so a crash or a full disk during ``torch.save`` leaves a
+    truncated checkpoint under the final name. This subclass keeps every option of MONAI's (interval, final and
+    key-metric checkpoints, ``key_metric_negative_sign`` for lower-is-better metrics such as GED, fixed file names,
+    rank-0-only saving under DDP) and swaps in a saver that serialises to a temporary file in the same folder and then
+    renames it over the destination.
+
+    Iteration-level checkpoints that fall on the last iteration of an epoch are written after the epoch's
+    ``EPOCH_COMPLETED`` handlers (LR schedulers, validation, ...), not before: a checkpoint taken before them would
+    resume into the next epoch without them ever having run (e.g. a learning-rate decay silently skipped).
+
+    Args:
+        save_dir: the output folder.
+        save_dict: name -> object with ``state_dict()`` (networks, optimizers, schedulers, the trainer, the
+            discriminator schedule ...; see ``RefinementTrainer.get_checkpoint_dict``).
+        kwargs: every other argument of :class:`monai.handlers.CheckpointSaver`.
+    """
+
+    def __init__(self, save_dir: str, save_dict: dict, **kwargs: Any) -> None:
+        if not isinstance(save_dict, Mapping) or not save_dict:
+            raise ValueError("save_dict must be a non-empty mapping of names to objects with state_dict().")
+        for name, obj in save_dict.items():
+            if not callable(getattr(obj, "state_dict", None)):
+                raise TypeError(f"save_dict[{name!r}] ({type(obj).__name__}) has no state_dict() method.")
+        super().__init__(save_dir=save_dir, save_dict=dict(save_dict), **kwargs)
+        filenames = {
+            "_final_checkpoint": kwargs.get("final_filename"),
+            "_key_metric_checkpoint": kwargs.get("key_metric_filename"),
+            "_interval_checkpoint": None,
+        }
+        for attr, filename in filenames.items():
+            checkpoint = getattr(self, attr)
+            if checkpoint is not None:
+                checkpoint.save_handler = _AtomicDiskSaver(dirname=self.save_dir, filename=filename)
+
+    def state_dict(self) -> dict:
+        """The key-metric history (scores and file names of the best checkpoints), so that a resumed run keeps
+        selecting against the best model so far instead of overwriting it with the first new validation. Put the saver
+        in the trainer's checkpoint (``trainer.get_checkpoint_dict({"best_model_saver": saver})``)."""
+        if self._key_metric_checkpoint is None:
+            raise ValueError("this saver tracks no key metric (save_key_metric=False): there is no state to save.")
+        return dict(self._key_metric_checkpoint.state_dict())
+
+    def interval_completed(self, engine: Engine) -> None:
+        """Save now, or, on the last iteration of an epoch, once that epoch's ``EPOCH_COMPLETED`` handlers have run."""
+        epoch_length = engine.state.epoch_length
+        if self.epoch_level or not epoch_length or engine.state.iteration % epoch_length != 0:
+            super().interval_completed(engine)
+            return
+
+        def _save_after_epoch(e: Engine) -> None:
+            e.remove_event_handler(_save_after_epoch, Events.EPOCH_COMPLETED)
+            super(AtomicCheckpointSaver, self).interval_completed(e)
+
+        engine.add_event_handler(Events.EPOCH_COMPLETED, _save_after_epoch)  # appended: runs after the others

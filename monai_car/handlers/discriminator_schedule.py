@@ -1,0 +1,160 @@
+"""When the discriminator D is updated during stage 2: in cycles, and not while it is too accurate."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_car.utils.checkpoint import CheckpointKeyError
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = ["DiscriminatorSchedule"]
+
+_CONFIG_KEYS = ("update_iterations", "frozen_iterations", "accuracy_cap", "start_with_update")
+_COUNTER_KEYS = ("num_updates", "num_frozen", "num_capped", "last_accuracy")
+
+
+class DiscriminatorSchedule:
+    """D updates in cycles of ``update_iterations`` updating then ``frozen_iterations`` frozen (CAR: 50 on, 200 off),
+    and, optionally, no update while D's accuracy is at or above ``accuracy_cap`` (the reference code: 0.85).
+
+    The trainer asks :meth:`should_update` once per iteration; the cycle is a function of the (1-based) iteration
+    number, so it survives a resume unchanged, and the counters are part of :meth:`state_dict` so that a checkpoint
+    holds them. As an ignite handler, :meth:`attach` hands the schedule to a
+    :class:`~monai_car.engines.RefinementTrainer` and logs the counters at the end of each epoch.
+
+    Args:
+        update_iterations: iterations per cycle in which D is updated (> 0).
+        frozen_iterations: iterations per cycle in which D is frozen (>= 0; 0 updates D every iteration).
+        accuracy_cap: skip D's update when its accuracy (on the current batch, before the update) is ``>=`` this; None
+            disables the cap.
+        start_with_update: whether a cycle starts with the updating phase (otherwise with the frozen one).
+
+    Example::
+
+        schedule = DiscriminatorSchedule(50, 200, accuracy_cap=0.85)
+        trainer = RefinementTrainer(..., discriminator_schedule=schedule)
+        # iterations 1-50, 251-300, ... update D (unless its accuracy >= 0.85)
+    """
+
+    def __init__(
+        self,
+        update_iterations: int = 50,
+        frozen_iterations: int = 200,
+        accuracy_cap: float | None = 0.85,
+        start_with_update: bool = True,
+    ) -> None:
+        if isinstance(update_iterations, bool) or not isinstance(update_iterations, int) or update_iterations < 1:
+            raise ValueError(f"update_iterations must be a positive int, got {update_iterations!r}.")
+        if isinstance(frozen_iterations, bool) or not isinstance(frozen_iterations, int) or frozen_iterations < 0:
+            raise ValueError(f"frozen_iterations must be a non-negative int, got {frozen_iterations!r}.")
+        if accuracy_cap is not None and not 0.0 < float(accuracy_cap) <= 1.0:
+            raise ValueError(f"accuracy_cap must be in (0, 1] or None, got {accuracy_cap!r}.")
+        self.update_iterations = update_iterations
+        self.frozen_iterations = frozen_iterations
+        self.accuracy_cap = None if accuracy_cap is None else float(accuracy_cap)
+        self.start_with_update = bool(start_with_update)
+        self.num_updates = 0
+        self.num_frozen = 0
+        self.num_capped = 0
+        self.last_accuracy: float | None = None
+        self.logger = logging.getLogger(__name__)
+
+    @property
+    def cycle_length(self) -> int:
+        """Iterations per cycle."""
+        return self.update_iterations + self.frozen_iterations
+
+    def in_update_phase(self, iteration: int) -> bool:
+        """Whether the 1-based ``iteration`` falls in the updating part of its cycle (ignoring the accuracy cap)."""
+        if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 1:
+            raise ValueError(f"iteration must be a positive int (1-based, as ignite counts), got {iteration!r}.")
+        position = (iteration - 1) % self.cycle_length
+        if self.start_with_update:
+            return position < self.update_iterations
+        return position >= self.frozen_iterations
+
+    def should_update(self, iteration: int, accuracy: float | None = None) -> bool:
+        """Decide (and count) whether D is updated at ``iteration``.
+
+        Args:
+            iteration: the trainer's 1-based iteration.
+            accuracy: D's accuracy in ``[0, 1]`` on the current batch before its update (all ranks' mean under DDP,
+                so that every rank decides the same); ignored without a cap.
+
+        Raises:
+            ValueError: when a cap is set and ``accuracy`` is missing, NaN or outside ``[0, 1]``.
+        """
+        if accuracy is not None:
+            accuracy = float(accuracy)
+            self.last_accuracy = accuracy
+        if not self.in_update_phase(iteration):
+            self.num_frozen += 1
+            return False
+        if self.accuracy_cap is not None:
+            if accuracy is None or not 0.0 <= accuracy <= 1.0:
+                raise ValueError(
+                    f"DiscriminatorSchedule has accuracy_cap={self.accuracy_cap} but got accuracy={accuracy!r} at "
+                    f"iteration {iteration}; pass D's accuracy in [0, 1] (or set accuracy_cap=None)."
+                )
+            if accuracy >= self.accuracy_cap:
+                self.num_capped += 1
+                return False
+        self.num_updates += 1
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        """The configuration and the counters."""
+        return {k: getattr(self, k) for k in _CONFIG_KEYS + _COUNTER_KEYS}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore the counters; the saved configuration must equal this one.
+
+        Raises:
+            CheckpointKeyError: on missing or unexpected keys.
+            ValueError: when the saved configuration (cycle lengths, cap) differs from this schedule's.
+        """
+        expected = set(_CONFIG_KEYS + _COUNTER_KEYS)
+        missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+        if missing or unexpected:
+            raise CheckpointKeyError(
+                f"DiscriminatorSchedule state: missing keys {missing}, unexpected keys {unexpected}; it must come "
+                "from DiscriminatorSchedule.state_dict()."
+            )
+        differ = {k: (state_dict[k], getattr(self, k)) for k in _CONFIG_KEYS if state_dict[k] != getattr(self, k)}
+        if differ:
+            raise ValueError(
+                "the checkpoint's DiscriminatorSchedule was configured differently (saved, current): "
+                f"{differ}; build the schedule with the saved settings to resume exactly."
+            )
+        self.num_updates = int(state_dict["num_updates"])
+        self.num_frozen = int(state_dict["num_frozen"])
+        self.num_capped = int(state_dict["num_capped"])
+        last = state_dict["last_accuracy"]
+        self.last_accuracy = None if last is None else float(last)
+
+    def attach(self, engine: Engine) -> None:
+        """Hand this schedule to ``engine`` (a :class:`~monai_car.engines.RefinementTrainer`) and log it per epoch."""
+        setter = getattr(engine, "set_discriminator_schedule", None)
+        if not callable(setter):
+            raise TypeError(
+                f"DiscriminatorSchedule attaches to a trainer with set_discriminator_schedule() (RefinementTrainer), "
+                f"not to {type(engine).__name__}."
+            )
+        setter(self)
+        self.logger = engine.logger
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._log)
+
+    def _log(self, engine: Engine) -> None:
+        self.logger.info(
+            f"Epoch[{engine.state.epoch}] D schedule: {self.num_updates} updates, {self.num_frozen} frozen, "
+            f"{self.num_capped} skipped at accuracy >= {self.accuracy_cap}; last D accuracy {self.last_accuracy}."
+        )

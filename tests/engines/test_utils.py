@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.data import MetaTensor, list_data_collate
+
+from monai_car.engines import LogitsForward, check_batch, isolated_rng, select_cases
+from monai_car.engines.utils import frozen_parameters
+from monai_car.utils.enums import CarKeys
+
+
+def _batch(n=3, graders=4, size=8):
+    items = []
+    for i in range(n):
+        label = (torch.rand(graders, size, size) > 0.5).to(torch.uint8)
+        items.append(
+            {
+                CarKeys.IMAGE: MetaTensor(torch.rand(1, size, size), affine=torch.eye(4) * (i + 1)),
+                CarKeys.LABEL: label,
+                CarKeys.GRADER_LABEL: label[:1].clone(),
+                CarKeys.CASE_ID: f"c{i}",
+                "skip_reason": "",
+            }
+        )
+    return list_data_collate(items)
+
+
+def test_check_batch_names_each_bad_case():
+    batch = _batch()
+    assert check_batch(batch, grader_key=CarKeys.GRADER_LABEL, labels_key=CarKeys.LABEL, num_classes=2).ok
+    batch[CarKeys.IMAGE][0, 0, 1, 1] = float("nan")
+    batch[CarKeys.GRADER_LABEL][2, 0, 0, 0] = 3
+    batch["skip_reason"][1] = "mask shape (7, 7) differs"
+    check = check_batch(batch, grader_key=CarKeys.GRADER_LABEL, num_classes=2, ignore_index=None, where="it 5")
+    assert check.valid_indices == []
+    report = check.report()
+    assert "NaN" in report["c0"] and "mask shape" in report["c1"] and "outside [0, 1]" in report["c2"]
+    message = check.message("training")
+    assert all(name in message for name in ("c0", "c1", "c2")) and "skip_invalid=True" in message
+    batch = _batch()
+    batch[CarKeys.GRADER_LABEL][1, 0, 0, 0] = 255
+    assert check_batch(batch, grader_key=CarKeys.GRADER_LABEL, num_classes=2, ignore_index=255).ok
+
+
+def test_check_batch_graders_and_batch_level_errors():
+    batch = _batch(graders=3)
+    check = check_batch(batch, labels_key=CarKeys.LABEL, num_graders=4)
+    assert check.report()["c0"] == "3 graders in 'label', expected 4"
+    batch = _batch()
+    del batch[CarKeys.LABEL]
+    assert "no graders' labels" in check_batch(batch, labels_key=CarKeys.LABEL, require_labels=True).report()["c2"]
+    with pytest.raises(KeyError, match="no 'image' entry"):
+        check_batch({"img": torch.zeros(1, 1, 4, 4)})
+    with pytest.raises(ValueError, match=r"must be one drawn grader \(B, 1, \*spatial\)"):
+        check_batch(_batch(), grader_key=CarKeys.LABEL)
+    with pytest.raises(ValueError, match="channels"):
+        check_batch(_batch(), in_channels=3)
+    with pytest.raises(TypeError, match="dict batch"):
+        check_batch([torch.zeros(1)])
+
+
+def test_select_cases_keeps_metadata_with_its_case():
+    batch = _batch(4)
+    sub = select_cases(batch, [0, 3])
+    assert sub[CarKeys.CASE_ID] == ["c0", "c3"]
+    assert torch.equal(sub[CarKeys.IMAGE].affine[:, 0, 0], torch.tensor([1.0, 4.0]).double())
+    assert torch.equal(sub[CarKeys.LABEL], batch[CarKeys.LABEL][[0, 3]])
+
+
+def test_isolated_rng_is_seeded_and_restores_the_outer_state():
+    torch.manual_seed(0)
+    outer = torch.get_rng_state()
+    with isolated_rng(42):
+        a = torch.rand(3)
+    assert torch.equal(torch.get_rng_state(), outer)
+    with isolated_rng(42):
+        b = torch.rand(3)
+    assert torch.equal(a, b)
+
+
+def test_frozen_parameters_and_logits_forward():
+    net = torch.nn.Conv2d(1, 2, 1)
+    x = torch.rand(1, 1, 2, 2, requires_grad=True)
+    with frozen_parameters(net):
+        net(x).sum().backward()
+    assert net.weight.grad is None and x.grad is not None and net.weight.requires_grad
+    with pytest.raises(TypeError, match="forward_logits"):
+        LogitsForward(net)
