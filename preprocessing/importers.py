@@ -1,0 +1,322 @@
+"""Import LIDC crops from the formats people already hold into the monai-car data set layout.
+
+``python -m preprocessing.lidc import --format FORMAT SRC OUT`` writes the same ``datalist.json`` / NIfTI layout as
+the DICOM build (see :mod:`preprocessing.output`), from:
+
+- ``prob-unet-png``: the Probabilistic U-Net PNG release, ``[split/]images/<patient>/z-<z>_c<k>.png`` and
+  ``[split/]gt/<patient>/z-<z>_c<k>_l<r>.png`` (180 x 180);
+- ``pickle``: the ``data_lidc.pickle`` of the Probabilistic U-Net PyTorch port, a dict keyed by slice name of
+  ``{"image": (128, 128) float in [0, 1], "masks": [4 x (128, 128)], "series_uid": str}``;
+- ``phiseg-hdf5``: PHiSeg's hdf5, groups ``train``/``val``/``test`` with ``images`` ``(N, 128, 128)`` (stored as
+  image - 0.5), ``labels`` ``(N, 128, 128, 4)`` and ``uids`` (hashes of the series UID);
+- ``image-label-folders``: ``<split>/<case>/image_<k>.jpg`` with ``label0_.jpg`` .. ``label3_.jpg`` (128 x 128,
+  JPEG, masks thresholded at 128), the layout of the real sample in ``../shared/data/lidc_crops_sample``.
+
+These formats carry no geometry: the arrays are taken to be laid out like DICOM pixel data (``[row, column]``, as
+every one of them was cut from ``pixel_array``) and are written RAS-canonical like the DICOM build, with an affine of
+``--pixel-spacing`` mm (1.0 by default: the true spacing is unknown) and origin 0. Fields a format does not hold
+(``patient_id``, ``series_uid``, ``slice_z``) are ``null``; ``num_graders`` counts the graders whose mask is
+non-empty on that slice (the formats have no nodule-level count). Splits: the source's own when it has them, else
+by patient (or series, or case when neither is known) from ``--split-seed``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .crops import crop_affine, to_ras_canonical
+from .dicom_series import DataError
+from .output import SPLITS, check_output_free, split_patients, staged_output, write_json, write_nifti
+
+__all__ = ["FORMATS", "ImportCase", "import_dataset", "normalise_split"]
+
+FORMATS = ("prob-unet-png", "pickle", "phiseg-hdf5", "image-label-folders")
+
+_SPLIT_NAMES = {
+    "train": "training",
+    "training": "training",
+    "val": "validation",
+    "valid": "validation",
+    "validation": "validation",
+    "test": "test",
+    "testing": "test",
+}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def normalise_split(name: str) -> str | None:
+    """``train``/``training`` -> ``training``, ``val``/``valid``/``validation`` -> ``validation``,
+    ``test``/``testing`` -> ``test``; anything else -> ``None``."""
+    return _SPLIT_NAMES.get(name.lower())
+
+
+@dataclass
+class ImportCase:
+    """One crop read from a source format.
+
+    Attributes:
+        key: a unique, file-name-safe name (used for the output file names).
+        image: ``(H, W)`` float32 in [0, 1], ``[row, column]`` layout.
+        masks: one ``(H, W)`` bool mask per grader.
+        source: the file(s) it came from (for messages).
+        split: the source's split (``training``/``validation``/``test``) or ``None``.
+        patient_id, series_uid, nodule_id, slice_z: metadata when the format holds it.
+        group: what whole-group splitting keeps together when the source has no split (default: patient, else
+            series, else the case itself).
+        extra: other fields copied into the datalist item (e.g. the source index).
+    """
+
+    key: str
+    image: np.ndarray
+    masks: list[np.ndarray]
+    source: str
+    split: str | None = None
+    patient_id: str | None = None
+    series_uid: str | None = None
+    nodule_id: str | None = None
+    slice_z: float | None = None
+    group: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Raise :class:`DataError` naming the source when shapes or values are wrong."""
+        if self.image.ndim != 2:
+            raise DataError(f"{self.source}: image must be 2D, got shape {self.image.shape}; skipped.")
+        if not self.masks:
+            raise DataError(f"{self.source}: no grader masks; skipped.")
+        for r, m in enumerate(self.masks):
+            if m.shape != self.image.shape:
+                raise DataError(
+                    f"{self.source}: grader {r}'s mask is {m.shape[0]} x {m.shape[1] if m.ndim > 1 else '?'}, its "
+                    f"image {self.image.shape[0]} x {self.image.shape[1]}; masks must match their image; skipped."
+                )
+        if not np.isfinite(self.image).all():
+            raise DataError(f"{self.source}: image has NaN or infinite values; skipped.")
+        low, high = float(self.image.min()), float(self.image.max())
+        if low < -1e-3 or high > 1 + 1e-3:
+            raise DataError(f"{self.source}: image values span [{low:.3g}, {high:.3g}], expected [0, 1]; skipped.")
+
+
+def safe_key(*parts: object) -> str:
+    """A file-name-safe key from parts (``/`` and unsafe characters become ``_``)."""
+    return _UNSAFE.sub("_", "_".join(str(p) for p in parts)).strip("._")
+
+
+def _write_chunk(args: tuple) -> list[dict]:
+    cases, stage, spacing = args
+    rows = []
+    for case in cases:
+        affine = crop_affine((0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0), (spacing, spacing), (0, 0), (1, 1), spacing)
+        image, out_affine = to_ras_canonical(np.clip(case.image, 0, 1).astype(np.float32), affine)
+        item = {
+            "image": f"images/{case.key}.nii.gz",
+            "labels": [],
+            "patient_id": case.patient_id,
+            "series_uid": case.series_uid,
+            "nodule_id": case.nodule_id if case.nodule_id is not None else case.key,
+            "slice_z": case.slice_z,
+            "num_graders": int(sum(bool(m.any()) for m in case.masks)),
+            "source": case.source,
+            **case.extra,
+        }
+        write_nifti(image, out_affine, Path(stage) / item["image"])
+        for r, mask in enumerate(case.masks):
+            item["labels"].append(f"labels/{case.key}_g{r}.nii.gz")
+            write_nifti(
+                to_ras_canonical(mask.astype(np.uint8), affine)[0], out_affine, Path(stage) / item["labels"][-1]
+            )
+        rows.append(
+            {"item": item, "split": case.split, "group": case.group or case.patient_id or case.series_uid or case.key}
+        )
+    return rows
+
+
+def _checked_chunks(cases: Iterable[ImportCase | dict], problems: list[dict], size: int = 64) -> Iterator[list]:
+    """Chunks of cases that pass :meth:`ImportCase.check`; readers' problems (dicts) and failed checks go to
+    ``problems``."""
+    good: list[ImportCase] = []
+    graders = None
+    for case in cases:
+        if isinstance(case, dict):
+            problems.append(case)
+            continue
+        try:
+            case.check()
+            if graders is not None and len(case.masks) != graders:
+                raise DataError(
+                    f"{case.source}: has {len(case.masks)} grader masks, the first case had {graders}; every case "
+                    "needs the same number; skipped."
+                )
+        except DataError as err:
+            problems.append({"kind": "case", "path": case.source, "reason": str(err)})
+            continue
+        graders = len(case.masks)
+        good.append(case)
+        if len(good) >= size:
+            yield good
+            good = []
+    if good:
+        yield good
+
+
+def _bounded_map(pool: ProcessPoolExecutor, fn, tasks: Iterable, max_pending: int) -> Iterator:
+    """``pool.map`` that keeps at most ``max_pending`` tasks in flight (results in order), so a large source is
+    never read into memory at once."""
+    pending: deque = deque()
+    for task in tasks:
+        pending.append(pool.submit(fn, task))
+        if len(pending) >= max_pending:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _readers():
+    from .importers_arrays import read_phiseg_hdf5, read_pickle
+    from .importers_images import read_image_label_folders, read_prob_unet_png
+
+    return {
+        "prob-unet-png": read_prob_unet_png,
+        "pickle": read_pickle,
+        "phiseg-hdf5": read_phiseg_hdf5,
+        "image-label-folders": read_image_label_folders,
+    }
+
+
+def import_dataset(
+    fmt: str,
+    src: str | Path,
+    out: str | Path,
+    pixel_spacing: float = 1.0,
+    split_seed: int = 0,
+    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    val_fraction: float = 0.0,
+    workers: int = 2,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Import ``src`` in format ``fmt`` into a new data set folder ``out``.
+
+    Args:
+        fmt: one of :data:`FORMATS`.
+        src: the source file or folder.
+        out: the data set folder to create.
+        pixel_spacing: in-plane spacing (mm) written into the affines (the formats do not record it).
+        split_seed: seed of the split when the source has none (and of ``val_fraction``).
+        split_fractions: training/validation/test fractions when the source has no split.
+        val_fraction: when the source has training but no validation split, move this fraction of the training
+            groups (patients, else series, else cases) to validation.
+        workers: processes writing NIfTI files.
+        overwrite: replace an existing ``out``.
+        progress: show a progress bar.
+
+    Returns:
+        the summary written to ``out/summary.json``.
+
+    Raises:
+        ValueError: unknown format or bad option.
+        FileNotFoundError: ``src`` does not exist.
+        DataError: ``src`` holds no usable case (nothing is written).
+    """
+    readers = _readers()
+    if fmt not in readers:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    src = Path(src).expanduser().absolute()
+    if not src.exists():
+        raise FileNotFoundError(f"source {src} does not exist.")
+    if not pixel_spacing > 0:
+        raise ValueError(f"pixel_spacing must be positive, got {pixel_spacing}.")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    split_patients([], 0, split_fractions)
+    check_output_free(out, overwrite)
+    rows: list[dict] = []
+    problems: list[dict] = []
+    with staged_output(out, overwrite=overwrite) as stage:
+        bar = tqdm(desc=f"import {fmt}", unit="case", disable=not progress)
+        chunks = _checked_chunks(readers[fmt](src), problems)
+        tasks = ((chunk, str(stage), float(pixel_spacing)) for chunk in chunks)
+        if workers > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for chunk_rows in _bounded_map(pool, _write_chunk, tasks, 2 * workers):
+                    rows.extend(chunk_rows)
+                    bar.update(len(chunk_rows))
+        else:
+            for task in tasks:
+                chunk_rows = _write_chunk(task)
+                rows.extend(chunk_rows)
+                bar.update(len(chunk_rows))
+        bar.close()
+        if not rows:
+            raise DataError(
+                f"no usable case in {src} as format {fmt!r}: " + "; ".join(p["reason"] for p in problems[:3])
+            )
+        splits = _assign_splits(rows, split_seed, split_fractions, val_fraction)
+        doc = {
+            "name": f"LIDC-IDRI crops imported from {fmt}",
+            "description": (
+                f"Imported from {src} ({fmt}). Images scaled to [0, 1] as in the source, RAS-canonical NIfTI with an "
+                f"assumed {pixel_spacing} mm spacing (the source has no geometry); one mask per grader (empty where "
+                "the grader did not mark the lesion). LIDC-IDRI: Armato III et al. 2011, TCIA, CC BY 3.0."
+            ),
+            "split_seed": split_seed,
+            "num_graders": max(len(r["item"]["labels"]) for r in rows),
+        }
+        for s in SPLITS:
+            doc[s] = sorted((r["item"] for r in rows if r["assigned"] == s), key=lambda i: i["image"])
+        write_json(doc, stage / "datalist.json")
+        summary = {
+            "created_by": f"python -m preprocessing.lidc import --format {fmt}",
+            "source": str(src),
+            "format": fmt,
+            "pixel_spacing_assumed": pixel_spacing,
+            "counts": {
+                "cases": len(rows),
+                "per_split": {s: len(doc[s]) for s in SPLITS},
+                "groups_per_split": {s: len(g) for s, g in splits.items()},
+                "cases_by_num_graders": _by_graders(rows),
+                "skipped": len(problems),
+            },
+            "split_source": "source" if any(r["split"] for r in rows) else "seeded split by group",
+            "skipped": problems,
+        }
+        write_json(summary, stage / "summary.json")
+    return summary
+
+
+def _by_graders(rows: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in rows:
+        g = str(r["item"]["num_graders"])
+        counts[g] = counts.get(g, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _assign_splits(rows: list[dict], seed: int, fractions: Sequence[float], val_fraction: float) -> dict[str, list]:
+    """Set ``row["assigned"]``: the source's split when every case has one, else a seeded split by group."""
+    if all(r["split"] for r in rows):
+        for r in rows:
+            r["assigned"] = r["split"]
+        has_val = any(r["split"] == "validation" for r in rows)
+        if val_fraction > 0 and not has_val:
+            groups = sorted({r["group"] for r in rows if r["split"] == "training"})
+            order = [groups[i] for i in np.random.default_rng(seed).permutation(len(groups))]
+            moved = set(order[: max(1, int(round(val_fraction * len(groups))))])
+            for r in rows:
+                if r["split"] == "training" and r["group"] in moved:
+                    r["assigned"] = "validation"
+    else:
+        if any(r["split"] for r in rows):
+            raise DataError("the source mixes cases inside split folders with cases outside them; use one layout.")
+        split_of = {g: s for s, gs in split_patients([r["group"] for r in rows], seed, fractions).items() for g in gs}
+        for r in rows:
+            r["assigned"] = split_of[r["group"]]
+    return {s: sorted({r["group"] for r in rows if r["assigned"] == s}) for s in SPLITS}
