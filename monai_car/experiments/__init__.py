@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from .bimodal_data import (
+    BIMODAL_REGIONS,
+    bimodal_branches,
+    calibration_offset,
+    evaluation_grid,
+    mode_frequency,
+    sample_bimodal,
+)
+from .bimodal_summary import format_summary_markdown, summarize_runs
+from .bimodal_sweep import PAPER_PIS, PAPER_SIGMAS, run_experiment, run_sweep
+from .bimodal_train import BimodalConfig, BimodalNets, BimodalRun, build_nets, evaluate_calibration, train_bimodal
+
+__all__ = [
+    "BIMODAL_REGIONS",
+    "BimodalConfig",
+    "BimodalNets",
+    "BimodalRun",
+    "PAPER_PIS",
+    "PAPER_SIGMAS",
+    "bimodal_branches",
+    "build_nets",
+    "calibration_offset",
+    "evaluate_calibration",
+    "evaluation_grid",
+    "format_summary_markdown",
+    "mode_frequency",
+    "run_experiment",
+    "run_sweep",
+    "sample_bimodal",
+    "summarize_runs",
+    "train_bimodal",
+]
