@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from .lesion_locations import Lesion, lesions_from_csv, lesions_from_mask, lesions_from_pylidc, world_to_voxel
+from .lesion_sampler import SUMMARY_COLUMNS, LesionSampleSetPredictor, load_ct_volume
+from .volume_geometry import cut_slab, reorient, slab_affine, voxel_spacing
+
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "Lesion",
+    "LesionSampleSetPredictor",
+    "cut_slab",
+    "lesions_from_csv",
+    "lesions_from_mask",
+    "lesions_from_pylidc",
+    "load_ct_volume",
+    "reorient",
+    "slab_affine",
+    "voxel_spacing",
+    "world_to_voxel",
+]

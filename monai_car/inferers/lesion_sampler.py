@@ -1,0 +1,277 @@
+"""Clinical-research inference: sample sets and uncertainty maps for lesions in CT volumes."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from monai_car.networks.nets import CARNet
+from monai_car.utils.uncertainty import entropy
+
+from .lesion_locations import Lesion, world_to_voxel
+from .volume_geometry import cut_slab, reorient, voxel_spacing
+
+__all__ = ["LesionSampleSetPredictor", "load_ct_volume", "SUMMARY_COLUMNS"]
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS = [
+    "study",
+    "lesion_id",
+    "center_x_ras",
+    "center_y_ras",
+    "center_z_ras",
+    "num_slices",
+    "num_samples",
+    "mean_mask_volume_mm3",
+    "sample_volume_mean_mm3",
+    "sample_volume_std_mm3",
+    "sample_volume_p05_mm3",
+    "sample_volume_p95_mm3",
+    "mean_entropy_nats",
+    "output_dir",
+]
+
+
+def load_ct_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Load a CT volume in Hounsfield units as ``(array (X, Y, Z) float32, voxel-to-RAS affine)``.
+
+    A file is read as NIfTI; a folder as one DICOM series (slices ordered by ImagePositionPatient, not
+    InstanceNumber, rescale slope/intercept applied) through :func:`monai_car.data.dicom.load_dicom_series`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"CT volume {path} does not exist (give a NIfTI file or a DICOM series folder).")
+    if path.is_dir():
+        from monai_car.data.dicom import load_dicom_series
+
+        return load_dicom_series(path)
+    img = nib.load(str(path))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(f"{path}: expected a 3D CT volume, got shape {data.shape}.")
+    return data, np.asarray(img.affine, dtype=float)
+
+
+class LesionSampleSetPredictor:
+    """Runs a trained 2D :class:`CARNet` slice by slice over lesion-centred slabs of CT volumes.
+
+    For each lesion: the volume is reoriented (axis permutations/flips only) to ``axcodes``, a slab of
+    ``crop_size x crop_size`` in-plane (at ``in_plane_spacing`` mm, or native) over the slices covering the lesion is
+    cut, HU-windowed to [0, 1] exactly as the training crops were, F runs once and G draws ``num_samples`` label maps
+    per slice. The sample set and uncertainty maps are written with the slab's own affine, so they overlay on the
+    original CT in world coordinates (3D Slicer), plus a per-study full-grid NIfTI of the mean foreground probability
+    and a summary CSV.
+
+    Args:
+        network: the trained CARNet (2D).
+        num_samples: G draws per slice.
+        crop_size: in-plane slab size (the training crop size).
+        in_plane_spacing: in-plane spacing (mm) of the training crops; native spacing when ``None``.
+        hu_window: HU range mapped linearly to [0, 1] and clipped.
+        half_extent_mm: half the z extent to cover when a lesion's extent is unknown (CSV input).
+        axcodes: voxel orientation of the training crops.
+        batch_size: slices per forward pass.
+        seed: seed of the noise generator (each lesion restarts from it, so results do not depend on lesion order).
+        device: torch device.
+        montage: write a PNG montage per lesion (its central slice).
+    """
+
+    def __init__(
+        self,
+        network: CARNet,
+        num_samples: int = 16,
+        crop_size: int = 128,
+        in_plane_spacing: float | None = None,
+        hu_window: Sequence[float] = (-1000.0, 400.0),
+        half_extent_mm: float = 15.0,
+        axcodes: str = "RAS",
+        batch_size: int = 8,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        montage: bool = True,
+    ) -> None:
+        if not isinstance(network, CARNet):
+            raise TypeError(f"network must be a CARNet, got {type(network).__name__}.")
+        if num_samples < 1 or crop_size < 16 or batch_size < 1 or half_extent_mm <= 0:
+            raise ValueError("need num_samples >= 1, crop_size >= 16, batch_size >= 1 and half_extent_mm > 0.")
+        if len(hu_window) != 2 or hu_window[0] >= hu_window[1]:
+            raise ValueError(f"hu_window must be (low, high) with low < high, got {hu_window}.")
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval()
+        self.num_samples = int(num_samples)
+        self.crop_size = int(crop_size)
+        self.in_plane_spacing = in_plane_spacing
+        self.hu_window = (float(hu_window[0]), float(hu_window[1]))
+        self.half_extent_mm = float(half_extent_mm)
+        self.axcodes = axcodes
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.montage = montage
+
+    def _z_range(self, volume: np.ndarray, spacing: np.ndarray, center: np.ndarray, lesion: Lesion) -> tuple[int, int]:
+        half = self.half_extent_mm if lesion.extent_mm is None else max(float(lesion.extent_mm[2]) / 2.0, spacing[2])
+        n = max(int(math.ceil(half / spacing[2])), 0)
+        c = int(round(center[2]))
+        if not 0 <= c < volume.shape[2]:
+            raise ValueError(
+                f"lesion {lesion.lesion_id} lies outside the volume along z (slice {c} of {volume.shape[2]})."
+            )
+        return max(c - n, 0), min(c + n + 1, volume.shape[2])
+
+    @torch.inference_mode()
+    def predict_lesion(self, volume: np.ndarray, affine: np.ndarray, lesion: Lesion) -> dict:
+        """Sample one lesion of a volume already in ``self.axcodes`` orientation.
+
+        Returns:
+            a dict with ``image`` (1, H, W, Z) in [0, 1], ``samples`` (S, K, H, W, Z), ``calibration_probs``
+            (K, H, W, Z), ``affine`` (the slab's 4x4) and ``z_range``.
+        """
+        center = world_to_voxel(affine, lesion.center_ras)[0]
+        if not all(-0.5 <= c < s - 0.5 for c, s in zip(center, volume.shape)):
+            raise ValueError(
+                f"lesion {lesion.lesion_id} at RAS {np.round(lesion.center_ras, 1).tolist()} lies outside the volume "
+                f"(voxel {np.round(center, 1).tolist()}, shape {volume.shape}): check the coordinate frame (LPS/RAS)."
+            )
+        z_range = self._z_range(volume, voxel_spacing(affine), center, lesion)
+        slab, slab_aff = cut_slab(volume, affine, center, self.crop_size, z_range, self.in_plane_spacing)
+        lo, hi = self.hu_window
+        image = np.clip((slab - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+        x = torch.from_numpy(np.moveaxis(image, 2, 0)[:, None]).to(self.device)  # (Z, 1, H, W)
+        generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        probs, samples = [], []
+        for i in range(0, x.shape[0], self.batch_size):
+            xb = x[i : i + self.batch_size]
+            pb = self.network(xb)
+            noise = self.network.sample_noise(xb.shape[0] * self.num_samples, generator=generator)
+            noise = noise.reshape(xb.shape[0], self.num_samples, -1)
+            samples.append(self.network.sample(xb, self.num_samples, calibration_probs=pb, noise=noise).cpu())
+            probs.append(pb.cpu())
+        p = torch.cat(probs)  # (Z, K, H, W)
+        s = torch.cat(samples)  # (Z, S, K, H, W)
+        return {
+            "image": image[None],
+            "samples": s.permute(1, 2, 3, 4, 0).numpy(),
+            "calibration_probs": p.permute(1, 2, 3, 0).numpy(),
+            "affine": slab_aff,
+            "z_range": z_range,
+        }
+
+    def run_study(
+        self, ct_path: str | Path, lesions: Sequence[Lesion], output_dir: str | Path, study_id: str | None = None
+    ) -> Path:
+        """Sample every lesion of one CT; returns the study's summary CSV path."""
+        from monai_car.handlers.sample_set_writer import write_sample_set
+
+        ct_path = Path(ct_path)
+        study = study_id or ct_path.name.split(".")[0]
+        if not lesions:
+            raise ValueError(f"no lesion given for study {study} ({ct_path}).")
+        data, affine = load_ct_volume(ct_path)
+        volume, affine = reorient(data, affine, self.axcodes)
+        study_dir = Path(output_dir) / study
+        study_dir.mkdir(parents=True, exist_ok=True)
+        full_fg = np.zeros(volume.shape, dtype=np.float32)
+        rows = []
+        for lesion in tqdm(lesions, desc=f"lesions of {study}", leave=False):
+            result = self.predict_lesion(volume, affine, lesion)
+            samples, probs = result["samples"], result["calibration_probs"]
+            case_dir = write_sample_set(
+                study_dir,
+                lesion.lesion_id,
+                image=result["image"],
+                samples=samples,
+                calibration_probs=probs,
+                affine=result["affine"],
+                seed=self.seed,
+                montage=self.montage,
+            )
+            rows.append(self._summary_row(study, lesion, result, Path(case_dir)))
+            self._paste(full_fg, affine, result)
+        _atomic_nifti(full_fg, affine, study_dir / "mean_foreground_full.nii.gz")
+        csv_path = study_dir / "summary.csv"
+        _atomic_csv(rows, csv_path)
+        return csv_path
+
+    def _summary_row(self, study: str, lesion: Lesion, result: dict, case_dir: Path) -> dict:
+        samples, probs = result["samples"], result["calibration_probs"]
+        voxel_mm3 = float(abs(np.linalg.det(result["affine"][:3, :3])))
+        hard = samples.argmax(axis=1) > 0  # (S, H, W, Z)
+        volumes = hard.reshape(hard.shape[0], -1).sum(axis=1) * voxel_mm3
+        mean_fg = 1.0 - samples[:, 0].mean(axis=0)
+        region = hard.any(axis=0) | (probs[0] <= 0.5)
+        ent = entropy(torch.from_numpy(probs)[None], dim=1)[0].numpy()
+        return {
+            "study": study,
+            "lesion_id": lesion.lesion_id,
+            "center_x_ras": round(float(lesion.center_ras[0]), 3),
+            "center_y_ras": round(float(lesion.center_ras[1]), 3),
+            "center_z_ras": round(float(lesion.center_ras[2]), 3),
+            "num_slices": int(result["z_range"][1] - result["z_range"][0]),
+            "num_samples": int(samples.shape[0]),
+            "mean_mask_volume_mm3": round(float((mean_fg >= 0.5).sum() * voxel_mm3), 3),
+            "sample_volume_mean_mm3": round(float(volumes.mean()), 3),
+            "sample_volume_std_mm3": round(float(volumes.std()), 3),
+            "sample_volume_p05_mm3": round(float(np.percentile(volumes, 5)), 3),
+            "sample_volume_p95_mm3": round(float(np.percentile(volumes, 95)), 3),
+            "mean_entropy_nats": round(float(ent[region].mean()) if region.any() else 0.0, 5),
+            "output_dir": case_dir.name,
+        }
+
+    @staticmethod
+    def _paste(full: np.ndarray, affine: np.ndarray, result: dict) -> None:
+        """Put the slab's mean foreground probability back into the full grid (nearest voxel, max over overlaps)."""
+        mean_fg = 1.0 - result["samples"][:, 0].mean(axis=0)  # (H, W, Z)
+        to_full = np.linalg.inv(affine) @ result["affine"]
+        idx = np.indices(mean_fg.shape).reshape(3, -1)
+        vox = np.rint(to_full[:3, :3] @ idx + to_full[:3, 3:4]).astype(int)
+        inside = np.all((vox >= 0) & (vox < np.array(full.shape)[:, None]), axis=0)
+        vals = mean_fg.reshape(-1)[inside]
+        vx, vy, vz = vox[:, inside]
+        np.maximum.at(full, (vx, vy, vz), vals)
+
+    def run(self, studies: Sequence[dict], output_dir: str | Path) -> list[Path]:
+        """Run over ``studies``, each ``{"image": CT path, "lesions": [Lesion, ...], "study": optional id}``."""
+        outputs = []
+        for item in tqdm(studies, desc="studies"):
+            for key in ("image", "lesions"):
+                if key not in item:
+                    raise KeyError(f"study entry {item} lacks {key!r}.")
+            outputs.append(self.run_study(item["image"], item["lesions"], output_dir, item.get("study")))
+        return outputs
+
+
+def _atomic_nifti(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(suffix=".nii.gz", dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(nib.Nifti1Image(data, affine), tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _atomic_csv(rows: list[dict], path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(suffix=".csv", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
