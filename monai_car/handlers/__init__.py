@@ -3,6 +3,7 @@ from __future__ import annotations
 from .checkpoint_loader import StrictCheckpointLoader
 from .checkpoint_saver import AtomicCheckpointSaver
 from .discriminator_schedule import DiscriminatorSchedule
+from .evaluation_report import EvaluationReportWriter, write_text_atomic
 from .sample_set_writer import SAMPLE_SET_FILES, SampleSetWriter, write_sample_set
 from .tensorboard_montage import TensorBoardMontageHandler
 
@@ -10,8 +11,10 @@ __all__: list[str] = [
     "SAMPLE_SET_FILES",
     "AtomicCheckpointSaver",
     "DiscriminatorSchedule",
+    "EvaluationReportWriter",
     "SampleSetWriter",
     "StrictCheckpointLoader",
     "TensorBoardMontageHandler",
     "write_sample_set",
+    "write_text_atomic",
 ]

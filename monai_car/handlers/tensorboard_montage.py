@@ -89,6 +89,7 @@ class TensorBoardMontageHandler(TensorBoardHandler):
                 )
         ids = output.get(CarKeys.CASE_ID)
         labels = output.get(CarKeys.LABEL)
+        affines = getattr(output[CarKeys.IMAGE], "affine", None)  # MetaTensor: (B, 4, 4), for the radiological view
         for i in range(output[CarKeys.IMAGE].shape[0]):
             if len(self._cases) >= self.max_cases:
                 break
@@ -99,6 +100,7 @@ class TensorBoardMontageHandler(TensorBoardHandler):
                     "calibration_probs": _cpu(output[CarKeys.CALIBRATION][i]),
                     "labels": _cpu(labels[i]) if isinstance(labels, torch.Tensor) else None,
                     "case_id": str(ids[i]) if isinstance(ids, (list, tuple)) else f"case_{len(self._cases)}",
+                    "affine": _case_affine(affines, i),
                 }
             )
 
@@ -120,6 +122,7 @@ class TensorBoardMontageHandler(TensorBoardHandler):
                 labels=case["labels"],
                 num_samples=min(self.num_samples, case["samples"].shape[0]),
                 title=case["case_id"],
+                affine=case["affine"],
             )
             self._writer.add_image(f"{self.tag}/{case['case_id']}", picture, step, dataformats="HWC")
         self._writer.flush()
@@ -127,3 +130,11 @@ class TensorBoardMontageHandler(TensorBoardHandler):
 
 def _cpu(x: torch.Tensor) -> torch.Tensor:
     return (x.as_tensor() if hasattr(x, "as_tensor") else x).detach().float().cpu()
+
+
+def _case_affine(affines: object, i: int) -> torch.Tensor | None:
+    """Case ``i``'s affine from a batch of MetaTensor affines ``(B, 4, 4)`` (or one shared ``(4, 4)``)."""
+    if not isinstance(affines, torch.Tensor):
+        return None
+    a = affines[i] if affines.ndim == 3 and affines.shape[0] > i else affines
+    return a.detach().cpu().double() if a.ndim == 2 else None

@@ -5,6 +5,7 @@ from .checkpoint import (
     capture_rng_states,
     derive_seed,
     load_checkpoint,
+    load_network_weights,
     restore_rng_states,
     save_checkpoint,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "is_distributed",
     "is_main_process",
     "load_checkpoint",
+    "load_network_weights",
     "restore_rng_states",
     "save_checkpoint",
     "unwrap_module",

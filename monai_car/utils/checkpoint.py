@@ -29,6 +29,7 @@ from torch.optim import Optimizer
 from .distributed import unwrap_module
 
 __all__ = [
+    "load_network_weights",
     "CheckpointKeyError",
     "capture_rng_states",
     "derive_seed",
@@ -276,3 +277,45 @@ def load_checkpoint(
         else:
             obj.load_state_dict(state)
     return {"missing": missing, "unexpected": unexpected}
+
+
+def load_network_weights(
+    path: str | os.PathLike, network: nn.Module, entry: str | None = None, map_location: Any = "cpu", hint: str = ""
+) -> nn.Module:
+    """Load one network's weights from a checkpoint, strictly: every parameter name and shape must match.
+
+    Args:
+        path: a checkpoint holding ``{entry: state_dict, ...}`` (e.g. a stage-1 checkpoint, from which stage 2 takes
+            ``calibration_net``), or a bare state dict (``models/model.pt``) when ``entry`` is ``None``.
+        network: the network to load into (built with the configuration the checkpoint was trained with).
+        entry: the checkpoint entry holding the network's state dict; ``None`` for a bare state dict.
+        map_location: passed to ``torch.load``.
+        hint: appended to the missing-file message (e.g. which command writes the checkpoint).
+
+    Returns:
+        ``network``, loaded.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointKeyError: no such entry, or parameters missing, unexpected or of another shape (a checkpoint from a
+            different network configuration); the message names them.
+    """
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist.{(' ' + hint) if hint else ''}")
+    source = f"checkpoint {str(path)!r}"
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # unpickling errors have many types
+        raise ValueError(f"{source} cannot be read as a torch checkpoint: {e}") from e
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointKeyError(f"{source} holds a {type(checkpoint).__name__}, not a state dict.")
+    if entry is not None:
+        if entry not in checkpoint:
+            raise CheckpointKeyError(f"{source} has no entry {entry!r}; its entries are {sorted(checkpoint)}.")
+        checkpoint = checkpoint[entry]
+    _check_module(entry or "network", network, checkpoint, True, source)
+    unwrap_module(network).load_state_dict(checkpoint, strict=True)
+    return network

@@ -1,0 +1,254 @@
+"""EvaluationReportWriter: an evaluator's metrics as JSON, a Markdown report, reliability diagrams and montages."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_car.utils.distributed import is_main_process
+from monai_car.utils.enums import CarKeys
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = ["EvaluationReportWriter", "write_text_atomic"]
+
+_DESCRIPTIONS = {
+    "ged": "squared generalized energy distance, all samples (lower is better)",
+    "hm_iou": "Hungarian-matched IoU, all samples (higher is better)",
+    "ece": "soft-target ECE of the sample mean, pooled pixels, percent (lower is better)",
+    "ece_calibration": "soft-target ECE of F's probabilities, pooled pixels, percent (lower is better)",
+}
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder, mode 0644, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _describe(name: str) -> str:
+    if name in _DESCRIPTIONS:
+        return _DESCRIPTIONS[name]
+    for prefix, what in (("ged_", "squared GED from the first {} samples"), ("hm_iou_", "HM-IoU from {} samples")):
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            return what.format(name[len(prefix) :])
+    return ""
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class EvaluationReportWriter:
+    """Ignite handler: when a :class:`~monai_car.engines.CAREvaluator` completes, write its results (rank 0 only).
+
+    Files, each written atomically, in ``output_dir``:
+
+    - ``metrics.json``: every metric of ``engine.state.metrics`` (ECE as a fraction, as computed), the number of cases,
+      samples and seed, skipped cases, the reliability tables and ``context`` (e.g. data set and checkpoint);
+    - ``reliability.png`` (the sample mean) and ``reliability_calibration.png`` (F): reliability diagrams of the pooled
+      soft-target calibration;
+    - ``montage_<case>.png`` for the first ``num_montage_cases`` cases: image, graders, F, sample mean, entropy and
+      ``num_montage_samples`` samples;
+    - ``report.md``: a short Markdown report with the metrics table and the pictures.
+
+    Args:
+        output_dir: the report folder (created).
+        title: the report's heading.
+        context: extra facts recorded in ``metrics.json`` and the report (JSON-serialisable values).
+        num_montage_cases: montages to draw (0: none).
+        num_montage_samples: samples per montage.
+        view_size: show only the central ``view_size`` pixels of each montage panel (``None``: all).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        title: str = "CAR evaluation",
+        context: Mapping[str, Any] | None = None,
+        num_montage_cases: int = 2,
+        num_montage_samples: int = 8,
+        view_size: int | None = None,
+    ) -> None:
+        if num_montage_cases < 0 or num_montage_samples < 1:
+            raise ValueError(
+                f"num_montage_cases must be >= 0 and num_montage_samples >= 1, got {num_montage_cases}, "
+                f"{num_montage_samples}."
+            )
+        context = dict(context or {})
+        try:
+            json.dumps(context)
+        except TypeError as e:
+            raise TypeError(f"context must be JSON-serialisable: {e}") from e
+        self.output_dir = Path(output_dir)
+        self.title = str(title)
+        self.context = context
+        self.num_montage_cases = int(num_montage_cases)
+        self.num_montage_samples = int(num_montage_samples)
+        self.view_size = view_size
+        self._cases: list[dict] = []
+        self.written: list[Path] = []
+
+    def attach(self, engine: Engine) -> None:
+        """Collect montage cases per iteration and write everything at ``COMPLETED``."""
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def _reset(self, engine: Engine) -> None:
+        self._cases = []
+        self.written = []
+
+    def _collect(self, engine: Engine) -> None:
+        output = engine.state.output
+        if len(self._cases) >= self.num_montage_cases or not isinstance(output, Mapping):
+            return
+        if CarKeys.SAMPLES not in output or CarKeys.IMAGE not in output:
+            return
+        image = output[CarKeys.IMAGE]
+        affines = getattr(image, "affine", None)
+        labels = output.get(CarKeys.LABEL)
+        ids = output.get(CarKeys.CASE_ID)
+        has_probs = CarKeys.CALIBRATION in output
+        for i in range(image.shape[0]):
+            if len(self._cases) >= self.num_montage_cases:
+                break
+            affine = None
+            if isinstance(affines, torch.Tensor):
+                a = affines[i] if affines.ndim == 3 else affines
+                affine = a.detach().cpu().double() if a.ndim == 2 else None
+            self._cases.append(
+                {
+                    "image": _cpu(image[i]),
+                    "samples": _cpu(output[CarKeys.SAMPLES][i]),
+                    "calibration_probs": _cpu(output[CarKeys.CALIBRATION][i]) if has_probs else None,
+                    "labels": _cpu(labels[i]) if isinstance(labels, torch.Tensor) else None,
+                    "case_id": str(ids[i]) if isinstance(ids, (list, tuple)) else f"case_{len(self._cases)}",
+                    "affine": affine,
+                }
+            )
+
+    def __call__(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
+        from monai_car.visualize import save_montage, save_reliability_diagram
+
+        out = self.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        metrics = {str(k): _plain(v) for k, v in engine.state.metrics.items()}
+        tables = dict(getattr(engine.state, "reliability_tables", {}) or {})
+        skipped = dict(getattr(engine.state, "skipped_cases", {}) or {})
+        written: list[Path] = []
+        pictures: list[tuple[str, str]] = []
+        for name, filename, what in (
+            ("ece", "reliability.png", "G's sample mean"),
+            ("ece_calibration", "reliability_calibration.png", "F"),
+        ):
+            if name in tables and metrics.get(name) is not None:
+                written.append(
+                    save_reliability_diagram(
+                        out / filename,
+                        tables[name],
+                        ece_percent=100.0 * float(metrics[name]),
+                        title=f"Reliability of {what}",
+                        xlabel="predicted foreground probability",
+                        ylabel="fraction of graders marking foreground",
+                    )
+                )
+                pictures.append((f"Reliability diagram of {what}", filename))
+        for case in self._cases:
+            filename = f"montage_{_safe(case['case_id'])}.png"
+            written.append(
+                save_montage(
+                    out / filename,
+                    case["image"],
+                    samples=case["samples"],
+                    calibration_probs=case["calibration_probs"],
+                    labels=case["labels"],
+                    num_samples=min(self.num_montage_samples, case["samples"].shape[0]),
+                    title=case["case_id"],
+                    view_size=self.view_size,
+                    affine=case["affine"],
+                )
+            )
+            pictures.append((f"Case {case['case_id']}", filename))
+        num_cases = int(getattr(engine.state, "num_cases", 0) or 0) or _count_cases(engine)
+        summary = {
+            "title": self.title,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "metrics": metrics,
+            "num_samples": int(getattr(engine, "num_samples", 0) or 0),
+            "seed": getattr(engine, "seed", None),
+            "num_cases": num_cases,
+            "skipped_cases": skipped,
+            "context": self.context,
+            "reliability_tables": tables,
+            "pictures": [p for _, p in pictures],
+        }
+        written.append(write_text_atomic(out / "metrics.json", json.dumps(summary, indent=1) + "\n"))
+        written.append(write_text_atomic(out / "report.md", self._markdown(summary, pictures)))
+        self.written = written
+
+    def _markdown(self, summary: Mapping[str, Any], pictures: Sequence[tuple[str, str]]) -> str:
+        lines = [f"# {self.title}", "", f"Created {summary['created']}."]
+        facts = [f"{summary['num_cases']} cases", f"{summary['num_samples']} samples per case"]
+        if summary["seed"] is not None:
+            facts.append(f"noise seed {summary['seed']}")
+        lines += ["", ", ".join(facts) + "."]
+        for key, value in self.context.items():
+            lines.append(f"- {key}: {value}")
+        lines += ["", "| metric | value | meaning |", "|---|---|---|"]
+        for name, value in summary["metrics"].items():
+            shown = "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+            if name.startswith("ece") and isinstance(value, float):
+                shown = f"{100 * value:.3f} %"
+            lines.append(f"| {name} | {shown} | {_describe(name)} |")
+        if summary["skipped_cases"]:
+            lines += ["", f"Skipped cases ({len(summary['skipped_cases'])}):", ""]
+            lines += [f"- {case}: {reason}" for case, reason in summary["skipped_cases"].items()]
+        for caption, filename in pictures:
+            lines += ["", f"## {caption}", "", f"![{caption}]({filename})"]
+        return "\n".join(lines) + "\n"
+
+
+def _cpu(x: torch.Tensor) -> torch.Tensor:
+    return (x.as_tensor() if hasattr(x, "as_tensor") else x).detach().float().cpu()
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "case"
+
+
+def _count_cases(engine: Engine) -> int:
+    details = getattr(engine.state, "metric_details", None) or {}
+    for value in details.values():
+        if isinstance(value, torch.Tensor) and value.ndim >= 1:
+            return int(value.shape[0])
+    return 0
