@@ -1,6 +1,19 @@
 from __future__ import annotations
 
 from .blocks import NoiseInjection
+from .export import EXPORT_FORMAT, METADATA_FILE, CARSampler, export_carnet, load_exported_carnet
 from .nets import CalibrationConvNet, CalibrationSegNet, CARDiscriminator, CARNet, RefinementUNet
 
-__all__ = ["CARDiscriminator", "CARNet", "CalibrationConvNet", "CalibrationSegNet", "NoiseInjection", "RefinementUNet"]
+__all__ = [
+    "CARDiscriminator",
+    "CARNet",
+    "CARSampler",
+    "CalibrationConvNet",
+    "CalibrationSegNet",
+    "EXPORT_FORMAT",
+    "METADATA_FILE",
+    "NoiseInjection",
+    "RefinementUNet",
+    "export_carnet",
+    "load_exported_carnet",
+]
