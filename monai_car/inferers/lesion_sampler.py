@@ -179,11 +179,11 @@ class LesionSampleSetPredictor:
         study = study_id or ct_path.name.split(".")[0]
         if not lesions:
             raise ValueError(f"no lesion given for study {study} ({ct_path}).")
-        data, affine = load_ct_volume(ct_path)
-        volume, affine = reorient(data, affine, self.axcodes)
+        data, ct_affine = load_ct_volume(ct_path)
+        volume, affine = reorient(data, ct_affine, self.axcodes)
         study_dir = Path(output_dir) / study
         study_dir.mkdir(parents=True, exist_ok=True)
-        full_fg = np.zeros(volume.shape, dtype=np.float32)
+        full_fg = np.zeros(data.shape, dtype=np.float32)  # the CT's own grid and affine: a label map for it
         rows = []
         for lesion in tqdm(lesions, desc=f"lesions of {study}", leave=False):
             result = self.predict_lesion(volume, affine, lesion)
@@ -199,8 +199,8 @@ class LesionSampleSetPredictor:
                 montage=self.montage,
             )
             rows.append(self._summary_row(study, lesion, result, Path(case_dir)))
-            self._paste(full_fg, affine, result)
-        _atomic_nifti(full_fg, affine, study_dir / "mean_foreground_full.nii.gz")
+            self._paste(full_fg, ct_affine, result)
+        _atomic_nifti(full_fg, ct_affine, study_dir / "mean_foreground_full.nii.gz")
         csv_path = study_dir / "summary.csv"
         _atomic_csv(rows, csv_path)
         return csv_path

@@ -1,0 +1,252 @@
+"""The LIDC bundle: configs, training through ``monai.bundle run``, evaluation, resume, volume inference, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from bundle_fixtures import CONFIGS, TINY, cli_overrides, make_tiny_dataset, save_nifti
+from monai.bundle import ConfigParser, run
+
+from monai_car.networks import CARNet
+from monai_car.utils import CheckpointKeyError
+
+TRAIN = str(CONFIGS / "train.json")
+EVALUATE = [TRAIN, str(CONFIGS / "evaluate.json")]
+INFERENCE = str(CONFIGS / "inference.json")
+NETWORK_KEYS = ("f_channels", "f_convs_per_block", "g_channels", "noise_dim", "crop_size")
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """One tiny two-stage training run through the CLI, from an unrelated working folder."""
+    root = tmp_path_factory.mktemp("bundle")
+    data = make_tiny_dataset(root / "data")
+    out = root / "out"
+    overrides = {**TINY, "dataset_dir": str(data), "output_dir": str(out)}
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", TRAIN, *cli_overrides(overrides)]
+    proc = subprocess.run(cmd, cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return {"data": data, "out": out, "overrides": overrides, "root": root}
+
+
+def test_configs_parse_and_instantiate():
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    net = parser.get_parsed_content("network_def")
+    assert isinstance(net, CARNet) and net.num_classes == 2
+    x = torch.rand(2, 1, 64, 64)
+    assert net(x).shape == (2, 2, 64, 64)
+    assert net.sample(x, 3).shape == (2, 3, 2, 64, 64)
+    disc = parser.get_parsed_content("discriminator_def")
+    assert disc(torch.rand(2, 3, 64, 64)).shape[0] == 2
+    # inference must build the very network that training saves
+    infer = ConfigParser()
+    infer.read_config(INFERENCE)
+    for key in (*NETWORK_KEYS, "spatial_dims", "num_classes"):
+        assert infer[key] == parser[key], key
+    for key in ("calibration_net", "refinement_net", "network_def"):
+        assert infer[key] == parser[key], key
+    for extra in ("evaluate.json", "multi_gpu_train.json"):
+        merged = ConfigParser()
+        merged.read_config([TRAIN, str(CONFIGS / extra)])
+        assert "training" in merged and merged["network_def"] == parser["network_def"]
+
+
+def test_metadata_is_valid_and_network_matches_it(tmp_path):
+    from monai.bundle import verify_metadata, verify_net_in_out
+
+    schema = CONFIGS.parents[1] / "schema" / "meta_schema_20240725.json"
+    meta = CONFIGS / "metadata.json"
+    verify_metadata(meta_file=str(meta), filepath=str(schema))  # an existing file is not downloaded again
+    verify_net_in_out(net_id="network_def", meta_file=str(meta), config_file=TRAIN, n=2, device="cpu")
+    bad = json.loads(meta.read_text())
+    del bad["network_data_format"]
+    (tmp_path / "metadata.json").write_text(json.dumps(bad))
+    with pytest.raises(Exception, match="network_data_format"):
+        verify_metadata(meta_file=str(tmp_path / "metadata.json"), filepath=str(schema))
+
+
+def test_training_writes_checkpoints_logs_and_selects_a_model(trained):
+    models = trained["out"] / "models"
+    for name in ("calibration.pt", "refinement.pt", "model.pt"):
+        assert (models / name).is_file(), name
+    for stage in ("stage1", "stage2"):
+        assert list((trained["out"] / "logs" / stage).glob("events.out.tfevents.*")), stage
+    stage2 = torch.load(models / "refinement.pt", weights_only=True)
+    assert {"calibration_net", "refinement_net", "discriminator", "optimizer_g", "optimizer_d"} <= set(stage2)
+    assert {"discriminator_schedule", "trainer", "lr_scheduler_g", "lr_scheduler_d"} <= set(stage2)
+    assert stage2["trainer"]["iteration"] == 3  # 6 cases, batch 2, one epoch
+    # stage 2 froze F: its weights equal the stage-1 checkpoint's
+    stage1 = torch.load(models / "calibration.pt", weights_only=True)
+    for key, value in stage1["calibration_net"].items():
+        assert torch.equal(value, stage2["calibration_net"][key]), key
+    model = torch.load(models / "model.pt", weights_only=True)  # the bare CARNet state dict
+    assert any(k.startswith("refinement_net.") for k in model) and any(k.startswith("calibration_net.") for k in model)
+
+
+def test_evaluation_writes_metrics_report_pictures_and_sample_sets(trained):
+    out = trained["out"]
+    overrides = {**trained["overrides"], "eval_num_samples": 16, "eval_dir": str(out / "eval")}
+    run("evaluating", config_file=EVALUATE, **overrides)
+    summary = json.loads((out / "eval" / "metrics.json").read_text())
+    metrics = summary["metrics"]
+    assert {"ged", "ged_16", "hm_iou", "hm_iou_16", "ece", "ece_calibration"} <= set(metrics)
+    assert metrics["ged"] == pytest.approx(metrics["ged_16"])  # all 16 samples
+    assert 0.0 <= metrics["hm_iou_16"] <= 1.0 and 0.0 <= metrics["ece"] <= 1.0
+    assert summary["num_cases"] == 2 and summary["num_samples"] == 16
+    table = summary["reliability_tables"]["ece"]
+    assert sum(table["count"]) == 2 * 32 * 32  # every pixel of both cases pooled once (soft target: grader mean)
+    for name in ("report.md", "reliability.png", "reliability_calibration.png"):
+        assert (out / "eval" / name).is_file(), name
+    report = (out / "eval" / "report.md").read_text()
+    assert "hm_iou_16" in report and "![" in report
+    cases = sorted((out / "eval" / "sample_sets").iterdir())
+    assert len(cases) == 2
+    image = nib.load(str(trained["data"] / "images" / "test_00.nii.gz"))
+    samples = nib.load(str(cases[0] / "samples.nii.gz"))
+    np.testing.assert_allclose(samples.affine, image.affine, atol=1e-4)  # overlays on the input in Slicer
+    assert samples.shape[:2] == (32, 32)
+
+
+def test_resume_continues_from_the_checkpoint(trained, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(trained["out"] / "models", out / "models")
+    overrides = {**trained["overrides"], "output_dir": str(out), "stage2#resume": True, "stage2#max_epochs": 2}
+    run("train_refinement", config_file=TRAIN, **overrides)
+    state = torch.load(out / "models" / "refinement.pt", weights_only=True)
+    assert state["trainer"]["iteration"] == 6  # 3 iterations of epoch 1 loaded, epoch 2 trained on top
+
+
+def test_inference_over_a_volume_writes_world_aligned_sample_sets(trained, tmp_path):
+    affine = np.array([[-0.8, 0, 0, 30.0], [0, -0.8, 0, 40.0], [0, 0, 2.0, -50.0], [0, 0, 0, 1]])
+    vol = np.full((48, 44, 10), -900.0, dtype=np.float32)
+    ii, jj, kk = np.mgrid[:48, :44, :10]
+    centre = np.array([20, 25, 5])
+    vol[(ii - centre[0]) ** 2 + (jj - centre[1]) ** 2 + (2.5 * (kk - centre[2])) ** 2 <= 36] = 40.0
+    save_nifti(tmp_path / "in" / "study_a.nii.gz", vol, affine)
+    ras = (affine @ np.array([*centre, 1.0]))[:3]
+    lps = ras * np.array([-1, -1, 1])
+    with open(tmp_path / "in" / "lesions.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["lesion_id", "x", "y", "z", "study"], ["n1", *lps, "study_a"]])
+    overrides = {k: v for k, v in trained["overrides"].items() if k in NETWORK_KEYS}
+    overrides.update(output_dir=str(trained["out"]), inference_dir=str(tmp_path / "res"))
+    overrides.update(input_dir=str(tmp_path / "in"))
+    run("inferring", config_file=INFERENCE, num_samples=5, **overrides)
+    lesion = tmp_path / "res" / "study_a" / "n1"
+    samples = nib.load(str(lesion / "samples.nii.gz"))
+    assert samples.shape[:2] == (32, 32)
+    # the slab's centre voxel is the lesion centre in world coordinates
+    c = (np.array(samples.shape[:3]) - 1) / 2.0
+    world = samples.affine @ np.array([*np.floor(c[:2] + 0.5), centre[2] - _z0(samples, affine), 1.0])
+    np.testing.assert_allclose(world[:3], ras, atol=0.81)
+    full = nib.load(str(tmp_path / "res" / "study_a" / "mean_foreground_full.nii.gz"))
+    assert full.shape == vol.shape
+    np.testing.assert_allclose(full.affine, affine, atol=1e-5)
+    rows = list(csv.DictReader(open(tmp_path / "res" / "study_a" / "summary.csv")))
+    assert [r["lesion_id"] for r in rows] == ["n1"] and int(rows[0]["num_samples"]) == 5
+    assert float(rows[0]["sample_volume_std_mm3"]) >= 0.0 and float(rows[0]["mean_entropy_nats"]) >= 0.0
+
+
+def _messages(excinfo: pytest.ExceptionInfo) -> str:
+    """The messages of the raised exception and its causes (MONAI wraps errors raised inside config expressions)."""
+    out, e = [], excinfo.value
+    while e is not None:
+        out.append(f"{type(e).__name__}: {e}")
+        e = e.__cause__ or e.__context__
+    return "\n".join(out)
+
+
+def _z0(samples: nib.Nifti1Image, affine: np.ndarray) -> int:
+    """The CT slice index of the slab's first slice (slab z axis is the CT's)."""
+    first = np.linalg.inv(affine) @ samples.affine @ np.array([0, 0, 0, 1.0])
+    return int(round(first[2]))
+
+
+def test_missing_dataset_dir_names_it(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(Exception) as excinfo:
+        run("train_calibration", config_file=TRAIN, dataset_dir=str(missing), output_dir=str(tmp_path / "o"), **TINY)
+    assert "FileNotFoundError" in _messages(excinfo) and str(missing) in _messages(excinfo)
+
+
+def test_missing_datalist_file_names_the_entry(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data", {"training": 2, "validation": 1, "test": 1})
+    (data / "labels" / "training_01_g2.nii.gz").unlink()
+    with pytest.raises(Exception) as excinfo:
+        run("train_calibration", config_file=TRAIN, dataset_dir=str(data), output_dir=str(tmp_path / "o"), **TINY)
+    assert "training[1]" in _messages(excinfo) and "training_01_g2.nii.gz" in _messages(excinfo)
+
+
+def test_image_and_mask_shapes_must_agree(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data", {"training": 2, "validation": 1, "test": 1})
+    save_nifti(data / "labels" / "training_00_g1.nii.gz", np.zeros((30, 32), np.uint8), np.eye(4))
+    with pytest.raises(Exception) as excinfo:
+        run("train_calibration", config_file=TRAIN, dataset_dir=str(data), output_dir=str(tmp_path / "o"), **TINY)
+    assert "training_00" in _messages(excinfo) and "(30, 32)" in _messages(excinfo)
+    assert not (tmp_path / "o" / "models" / "calibration.pt").exists()
+
+
+def test_checkpoint_of_another_network_configuration_is_refused(trained, tmp_path):
+    overrides = {**trained["overrides"], "g_channels": [8, 16, 32], "eval_dir": str(tmp_path / "eval")}
+    with pytest.raises(Exception) as excinfo:
+        run("evaluating", config_file=EVALUATE, **overrides)
+    assert CheckpointKeyError.__name__ in _messages(excinfo) and "other shapes" in _messages(excinfo)
+    assert not (tmp_path / "eval").exists()
+
+
+def test_refinement_alone_needs_the_calibration_checkpoint(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data", {"training": 2, "validation": 1, "test": 1})
+    with pytest.raises(Exception) as excinfo:
+        run("train_refinement", config_file=TRAIN, dataset_dir=str(data), output_dir=str(tmp_path / "o"), **TINY)
+    assert "FileNotFoundError" in _messages(excinfo) and "train_calibration" in _messages(excinfo)
+
+
+def test_export_runs_like_the_trained_network(trained, tmp_path):
+    from monai_car.networks import load_exported_carnet
+
+    overrides = {k: v for k, v in trained["overrides"].items() if k in NETWORK_KEYS}
+    path = tmp_path / "model.pt2"
+    run("exporting", config_file=INFERENCE, output_dir=str(trained["out"]), export_path=str(path), **overrides)
+    program, meta = load_exported_carnet(path)
+    parser = ConfigParser()
+    parser.read_config(INFERENCE)
+    parser.update(overrides)
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(trained["out"] / "models" / "model.pt", weights_only=True))
+    net.eval()
+    x = torch.rand(3, 1, 32, 32)
+    noise = torch.randn(3, 5, meta["noise_dim"], generator=torch.Generator().manual_seed(1))
+    probs, samples = program(x, noise)
+    with torch.no_grad():
+        torch.testing.assert_close(probs, net(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(samples, net.sample(x, 5, noise=noise), atol=1e-5, rtol=1e-5)
+
+
+def test_multi_gpu_config_trains_under_torchrun_with_gloo(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data", {"training": 8, "validation": 3, "test": 1})
+    out = tmp_path / "out"
+    configs = f"['{TRAIN}','{CONFIGS / 'multi_gpu_train.json'}']"
+    overrides = {**TINY, "dataset_dir": str(data), "output_dir": str(out)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "monai.bundle", "run", "training", "--config_file", configs, *cli_overrides(overrides)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    state = torch.load(out / "models" / "refinement.pt", weights_only=True)
+    assert state["trainer"]["iteration"] == 2  # 8 cases over 2 ranks, batch 2: 2 iterations per epoch
+    assert (out / "models" / "model.pt").is_file()
+    assert len(list((out / "logs" / "stage1").glob("events.out.tfevents.*"))) == 1  # rank 0 logs alone
