@@ -1,0 +1,171 @@
+"""Smoke test of the benchmark suite: the tiny paths run, write their JSON, and the implementations agree.
+
+No timing is asserted: only that the fields are there and that every reference gives the numbers of the
+implementation it is compared with.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """Import a benchmark script as a module (they import their siblings by name, as when run as scripts)."""
+    monkeypatch.syspath_prepend(str(BENCH_DIR))
+    return importlib.import_module
+
+
+def test_metrics_reference_equals_vectorised(bench):
+    m = bench("bench_metrics")
+    samples, labels = m.make_masks(num_images=8, num_samples=8, num_graders=4, size=32, seed=3)
+    assert not samples[7].any() and not labels[7].any()  # one image without a lesion: IoU = 1 convention
+    ref_ged, ref_hm = m.reference_metrics(samples, labels)
+    vec_ged, vec_hm = m.vectorised_metrics(torch.from_numpy(samples), torch.from_numpy(labels))
+    np.testing.assert_allclose(vec_ged.double().numpy(), ref_ged, atol=1e-5)
+    np.testing.assert_allclose(vec_hm.double().numpy(), ref_hm, atol=1e-5)
+    assert ref_ged[7] == pytest.approx(0.0) and ref_hm[7] == pytest.approx(1.0)
+
+
+def test_crop_to_foreground_keeps_every_pair_count(bench):
+    from monai_car.metrics import compute_pairwise_iou
+
+    p = bench("proposals")
+    gen = torch.Generator().manual_seed(0)
+    y_pred = torch.zeros(3, 5, 20, 24, dtype=torch.bool)
+    y = torch.zeros(3, 4, 20, 24, dtype=torch.bool)
+    y_pred[0, :, 2:6, 3:9] = torch.rand(5, 4, 6, generator=gen) > 0.3  # image 0: top-left lesion
+    y[0, 1:, 1:5, 4:8] = True
+    y_pred[1, 2, 15:20, 18:24] = True  # image 1: a lesion in the corner, most masks empty
+    y[1, 0, 16:20, 20:24] = True  # image 2: nothing anywhere (IoU 1 by convention)
+    a, b = p.crop_to_foreground(y_pred, y)
+    assert a.shape[:2] == (3, 5) and b.shape[:2] == (3, 4) and a.shape[2:] == b.shape[2:]
+    assert a.shape[2] < 20 and a.shape[3] < 24
+    torch.testing.assert_close(compute_pairwise_iou(a, b), compute_pairwise_iou(y_pred, y))
+    torch.testing.assert_close(compute_pairwise_iou(a, a), compute_pairwise_iou(y_pred, y_pred))
+    assert a.sum() == y_pred.sum() and b.sum() == y.sum()
+
+
+def test_metrics_tiny_run_writes_json(bench, tmp_path):
+    m = bench("bench_metrics")
+    m.main(["--tiny", "--no-memory", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "metrics_cpu_tiny.json").read_text())
+    assert data["benchmark"] == "metrics" and data["mode"] == "tiny"
+    assert {"date_utc", "cpu", "torch_threads", "torch"} <= set(data["environment"])
+    for case in data["cases"]:
+        assert case["max_abs_diff_ged"] < 1e-5 and case["max_abs_diff_hm_iou"] < 1e-5
+        assert case["max_abs_diff_ged_cropped"] < 1e-5 and case["max_abs_diff_hm_iou_cropped"] < 1e-5
+        for name in ("per_pair_loop", "vectorised", "vectorised_cropped"):
+            v = case["variants"][name]
+            assert {"median_s", "seconds_per_image", "speedup_vs_loop"} <= set(v)
+            assert v["median_s"] > 0
+
+
+def test_sampling_tiny_run_writes_json_and_agrees(bench, tmp_path):
+    s = bench("bench_sampling")
+    s.main(["--tiny", "--out", str(tmp_path), "--variants", "batched,shared_encoder,batched_bf16", "--repeats", "1"])
+    data = json.loads((tmp_path / "sampling_cpu_tiny.json").read_text())
+    assert data["benchmark"] == "sampling" and len(data["cases"]) == 2
+    for case in data["cases"]:
+        assert set(case["variants"]) == {"loop", "batched", "shared_encoder", "batched_bf16"}
+        for name in ("batched", "shared_encoder"):  # fp32: the same numbers as the per-draw loop
+            assert case["variants"][name]["max_abs_diff_vs_loop"] < 1e-5
+        assert case["variants"]["batched_bf16"]["max_abs_diff_vs_loop"] < 0.1
+        assert all(v["samples_per_s"] > 0 for v in case["variants"].values())
+    probed = data["cases"][0]["variants"]["batched"]  # one peak-memory probe in a fresh process
+    assert probed["peak_mib"] >= probed["setup_mib"] > 0
+
+
+def _stage2_nets(train: bool):
+    from monai_car.networks import CalibrationSegNet, CARDiscriminator, CARNet, RefinementUNet
+
+    torch.manual_seed(1)
+    f = CalibrationSegNet(2, 1, 2, channels=(4, 8), convs_per_block=(1, 1))
+    net = CARNet(f, RefinementUNet(2, 3, 2, channels=(4, 8, 8, 8, 8)))
+    net.calibration_net.eval()
+    net.refinement_net.train(train)
+    return net, CARDiscriminator(2, 3, channels=(8, 16))
+
+
+@pytest.mark.parametrize("train,chunk", [(False, 2), (True, 5)])
+def test_two_pass_generator_step_gives_the_single_pass_gradient(bench, train, chunk):
+    from monai_car.losses import CalibrationLoss, generator_adversarial_loss
+
+    p = bench("proposals")
+    x, z = torch.rand(2, 1, 32, 32), torch.randn(2, 5, 8)
+    net, disc = _stage2_nets(train)
+    with torch.no_grad():
+        probs = net(x)
+    torch.manual_seed(5)
+    samples = net.sample(x, 5, calibration_probs=probs, noise=z)
+    xs = x.unsqueeze(1).expand(2, 5, 1, 32, 32).reshape(10, 1, 32, 32)
+    disc.requires_grad_(False)
+    fake = torch.cat([xs, samples.reshape(10, 2, 32, 32)], dim=1)
+    loss = 10 * generator_adversarial_loss(disc(fake)) + 5 * CalibrationLoss()(samples, probs)
+    loss.backward()
+    expected = [q.grad.clone() for q in net.refinement_net.parameters()]
+
+    net2, disc2 = _stage2_nets(train)
+    torch.manual_seed(5)
+    out, losses = p.two_pass_generator_step(net2, disc2, x, probs, 5, chunk, noise=z)
+    assert out.shape == samples.shape and not out.requires_grad
+    assert losses["total"] == pytest.approx(float(loss.detach()), rel=1e-5)
+    for q, g in zip(net2.refinement_net.parameters(), expected):
+        torch.testing.assert_close(q.grad, g, atol=1e-5, rtol=1e-4)
+    assert all(q.grad is None for q in disc2.parameters())
+
+
+def test_report_renders_from_results(bench, tmp_path):
+    m, r = bench("bench_metrics"), bench("report")
+    m.main(["--tiny", "--no-memory", "--out", str(tmp_path)])
+    (tmp_path / "metrics_cpu_tiny.json").rename(tmp_path / "metrics_cpu_quick.json")
+    out = r.main(["--results", str(tmp_path), "--output", str(tmp_path / "BENCHMARKS.md")])
+    text = out.read_text()
+    assert "## Metrics" in text and "vectorised" in text and "## Machines" in text
+
+
+def test_training_tiny_run_writes_json(bench, tmp_path):
+    t = bench("bench_training")
+    t.main(["--tiny", "--no-memory", "--out", str(tmp_path), "--variants", "engine,two_pass", "--repeats", "1"])
+    data = json.loads((tmp_path / "training_cpu_tiny.json").read_text())
+    assert data["benchmark"] == "training" and data["mode"] == "tiny"
+    (entry,) = data["stage2"]
+    assert {"baseline", "engine", "two_pass"} <= set(entry["variants"])
+    assert all(v["median_s"] > 0 and v["speedup_vs_baseline"] > 0 for v in entry["variants"].values())
+    assert data["stage1"]["variants"]["baseline"]["median_s"] > 0
+
+
+def test_preprocessing_module_gives_the_plain_pylidc_crops(bench):
+    pytest.importorskip("pylidc")
+    p = bench("bench_preprocessing")
+    ids = p.scan_ids()
+    sample = [ids[0], ids[len(ids) // 2]]
+    reference = [p.scan_crops(i) for i in sample]
+    keys = ("annotations", "nodules", "large_clusters", "slices", "foreground")
+    assert sum(r["nodules"] for r in reference) > 0
+    try:
+        module = p.module_crops(sample)
+    except ImportError:
+        pytest.skip("preprocessing.pylidc_index is not there")
+    assert [{k: r[k] for k in keys} for r in reference] == [{k: m[k] for k in keys} for m in module]
+
+
+def test_report_from_the_stored_results_names_the_gpu_and_the_targets(bench, tmp_path):
+    r = bench("report")
+    results = r.load_results(BENCH_DIR / "results")
+    if ("training", "cuda") not in results or ("training", "cpu") not in results:
+        pytest.skip("no stored CPU + GPU results")
+    text = r.render(results)
+    gpu = results[("training", "cuda")]["environment"]["gpu"]
+    assert f"### GPU: {gpu}" in text and "## Targets (goals of issue 8)" in text
+    assert "## Against the authors' code" in text and "14-22 s" in text
+    targets = text.split("## Targets (goals of issue 8)")[1].split("\n## ")[0]
+    assert targets.count("**yes**") + targets.count("**no**") >= 4
