@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import numpy as np
 import torch
 
 from monai_car.networks import CalibrationSegNet, CARDiscriminator, CARNet, RefinementUNet
+from monai_car.utils.atomic import atomic_file, write_text_atomic
 
 __all__ = ["main", "parameter_count"]
 
@@ -44,15 +43,11 @@ def _save_png(path: Path, image: np.ndarray, samples: np.ndarray) -> None:
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with atomic_file(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -85,10 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     _save_png(args.out / "samples.png", x[0, 0].numpy(), samples[0, :8, 1].numpy())
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=args.out)
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, args.out / "result.json")
+    write_text_atomic(args.out / "result.json", json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     print(f"picture: {args.out / 'samples.png'}")
     return result

@@ -118,13 +118,10 @@ def build_demo_asset(
     bits = np.packbits(np.concatenate(chunks)) if chunks else np.zeros(0, np.uint8)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.stem}.tmp.npz"
-    try:
+    from monai_car.utils.atomic import atomic_file  # imported here: monai_car.utils loads torch and MONAI
+
+    with atomic_file(out, suffix=".npz") as tmp:  # numpy appends .npz to a name without it
         np.savez_compressed(tmp, bits=bits, index=np.frombuffer(json.dumps(index).encode(), dtype=np.uint8))
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return index
 
 

@@ -15,14 +15,10 @@ or interrupted run leaves no half-written output.
 from __future__ import annotations
 
 import gzip
-import json
-import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import nibabel as nib
 import numpy as np
@@ -30,6 +26,14 @@ import numpy as np
 __all__ = ["SPLITS", "check_output_free", "split_patients", "staged_output", "write_json", "write_nifti"]
 
 SPLITS = ("training", "validation", "test")
+
+
+def _atomic() -> ModuleType:
+    """:mod:`monai_car.utils.atomic`, imported on first use: importing ``monai_car.utils`` loads torch and MONAI
+    (seconds), which nothing else in ``preprocessing`` needs, so ``import preprocessing`` stays light."""
+    from monai_car.utils import atomic
+
+    return atomic
 
 
 def check_output_free(out: str | Path, overwrite: bool = False) -> Path:
@@ -44,28 +48,19 @@ def check_output_free(out: str | Path, overwrite: bool = False) -> Path:
 def staged_output(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; on success move it to ``out``, on any error delete it.
 
+    The folder gets the permissions of ``os.mkdir`` (``0o777 & ~umask``; :func:`monai_car.utils.atomic.atomic_dir`),
+    not ``tempfile.mkdtemp``'s owner-only 0700.
+
     Args:
         out: the final data set folder.
         overwrite: replace an existing ``out`` (it is removed only after the new one is complete).
 
     Raises:
-        FileExistsError: ``out`` exists and ``overwrite`` is false.
+        FileExistsError: ``out`` exists and ``overwrite`` is false, or ``out`` is a file.
     """
     out = check_output_free(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with _atomic().atomic_dir(out) as stage:
         yield stage
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(stage, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
 
 
 def write_nifti(data: np.ndarray, affine: np.ndarray, path: str | Path) -> None:
@@ -89,28 +84,12 @@ def write_nifti(data: np.ndarray, affine: np.ndarray, path: str | Path) -> None:
     raw = img.to_bytes()
     if path.name.endswith(".gz"):
         raw = gzip.compress(raw, compresslevel=1, mtime=0)
-    tmp = path.parent / f".{uuid.uuid4().hex[:8]}.{path.name}"
-    try:
-        tmp.write_bytes(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    _atomic().write_bytes_atomic(path, raw)
 
 
 def write_json(obj: object, path: str | Path) -> None:
     """Write ``obj`` as indented JSON atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{uuid.uuid4().hex[:8]}.{path.name}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    _atomic().write_json_atomic(path, obj, indent=1, allow_nan=False)
 
 
 def split_patients(

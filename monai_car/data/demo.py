@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from monai_car.utils.atomic import make_staging_dir
 
 from .demo_render import render_ct
 
@@ -184,7 +185,7 @@ def _save(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
 def _publish(folder: Path, params: dict, build: Callable[[Path], None]) -> Path:
     """Build into a temporary folder beside ``folder``, stamp it, move it into place (atomic; safe if racing)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    stage = make_staging_dir(folder)  # 0o777 & ~umask, not mkdtemp's 0700: the data set is readable by others
     try:
         build(stage)
         (stage / _STAMP).write_text(json.dumps(params, indent=1) + "\n")

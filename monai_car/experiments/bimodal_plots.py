@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,8 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from monai_car.utils.atomic import atomic_file  # noqa: E402
+
 from .bimodal_data import bimodal_branches, sample_bimodal  # noqa: E402
-from .bimodal_summary import OFFSET_THRESHOLD, publish_atomic  # noqa: E402
+from .bimodal_summary import OFFSET_THRESHOLD  # noqa: E402
 from .bimodal_train import BimodalRun  # noqa: E402
 
 __all__ = ["plot_offset_history", "plot_samples", "plot_sweep", "save_figure"]
@@ -36,14 +36,9 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> Path:
         raise ValueError(f"figures are written as .png, got {path}.")
     if not path.parent.is_dir():
         raise ValueError(f"folder {path.parent} does not exist.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        publish_atomic(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_file(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
     finally:
         plt.close(fig)
     return path

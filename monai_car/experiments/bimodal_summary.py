@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from monai_car.utils import atomic
 
 __all__ = [
     "OFFSET_THRESHOLD",
@@ -16,7 +16,6 @@ __all__ = [
     "iterations_to_settle",
     "iterations_to_threshold",
     "late_mean_offset",
-    "publish_atomic",
     "summarize_runs",
     "write_json_atomic",
     "write_text_atomic",
@@ -26,34 +25,18 @@ __all__ = [
 OFFSET_THRESHOLD = 0.05
 
 
-def publish_atomic(tmp: str | Path, path: str | Path) -> Path:
-    """Give a finished temporary file the permissions of a normally created file, then move it onto ``path``.
-
-    ``tempfile.mkstemp`` creates files readable by the owner only; outputs should honour the umask like ``open``.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-    return Path(path)
-
-
 def write_text_atomic(text: str, path: str | Path) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    Note the argument order ``(text, path)``, unlike :func:`monai_car.utils.atomic.write_text_atomic` which this
+    wraps (the file gets the permissions of one made by ``open()``); the folder must exist.
+    """
     if not isinstance(text, str):
         raise ValueError("text must be a string.")
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"folder {path.parent} does not exist.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        publish_atomic(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic.write_text_atomic(path, text)
 
 
 def write_json_atomic(obj: object, path: str | Path) -> Path:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monai.handlers import CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_car.utils.atomic import atomic_file
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -19,8 +22,12 @@ __all__ = ["AtomicCheckpointSaver"]
 
 
 class _AtomicDiskSaver(DiskSaver):
-    """ignite's DiskSaver with ``atomic=True`` (temp file in the same folder, then ``os.replace``; ignite restores
-    group/other read permission), MONAI's fixed-filename option, and removals deferred until the next save succeeds.
+    """ignite's DiskSaver writing atomically (temp file in the same folder, then ``os.replace``), MONAI's
+    fixed-filename option, and removals deferred until the next save succeeds.
+
+    The temp file comes from :func:`monai_car.utils.atomic.atomic_file`, so a checkpoint gets the permissions of a
+    file made by ``open()`` (``0o666 & ~umask``). ignite's own atomic save (0.5) uses a 0600 ``NamedTemporaryFile``
+    and adds group/other read *after* the rename: 0644 whatever the umask, and briefly 0600 under the final name.
 
     ignite's ``Checkpoint`` removes the checkpoint it replaces *before* writing the new one (and MONAI's final saver
     deletes the previous final file first); if that write then fails, the last good checkpoint would be gone. Here a
@@ -42,6 +49,11 @@ class _AtomicDiskSaver(DiskSaver):
 
     def remove(self, filename: str) -> None:
         self._pending_removals.append(self.filename or filename)
+
+    def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
+        # overrides ignite's (private) atomic writer, called by DiskSaver.__call__ with torch.save (xm.save on XLA)
+        with atomic_file(path) as tmp, open(tmp, "wb") as f:
+            func(checkpoint, f, **self.kwargs)
 
 
 class AtomicCheckpointSaver(CheckpointSaver):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_car.utils.atomic import write_text_atomic  # re-exported: monai_car.handlers.write_text_atomic
 from monai_car.utils.distributed import is_main_process
 from monai_car.utils.enums import CarKeys
 
@@ -31,22 +30,6 @@ _DESCRIPTIONS = {
     "ece": "soft-target ECE of the sample mean, pooled pixels, percent (lower is better)",
     "ece_calibration": "soft-target ECE of F's probabilities, pooled pixels, percent (lower is better)",
 }
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, mode 0644, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def _describe(name: str) -> str:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +12,8 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data.utils import to_affine_nd
+
+from monai_car.utils.atomic import atomic_dir
 
 __all__ = ["check_case_id", "resolve_affine", "save_nifti", "save_json", "atomic_case_dir", "to_numpy"]
 
@@ -93,27 +92,11 @@ def atomic_case_dir(output_dir: Path, case_id: str) -> Iterator[Path]:
 
     On an exception the temporary folder is removed and an existing case folder is left untouched; a reader never
     sees a mixture of old and new files (an old folder is moved aside, the new one renamed into place, then the old
-    one deleted).
+    one deleted). The folder gets the permissions of ``os.mkdir`` (``0o777 & ~umask``, see
+    :func:`monai_car.utils.atomic.atomic_dir`), so a case folder is as readable as any other output.
     """
-    output_dir.mkdir(parents=True, exist_ok=True)
-    final = output_dir / case_id
-    if final.exists() and not final.is_dir():
+    final = Path(output_dir) / case_id
+    if (final.exists() or final.is_symlink()) and not final.is_dir():
         raise FileExistsError(f"{final} exists and is not a folder; move it away before writing case {case_id}.")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{case_id}.tmp-", dir=output_dir))
-    try:
+    with atomic_dir(final) as tmp:
         yield tmp
-        old = None
-        if final.exists():
-            old = output_dir / f".{case_id}.old-{uuid.uuid4().hex}"
-            os.rename(final, old)
-        try:
-            os.rename(tmp, final)
-        except BaseException:
-            if old is not None:
-                os.rename(old, final)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

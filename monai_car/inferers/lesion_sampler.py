@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from monai_car.networks.nets import CARNet
+from monai_car.utils.atomic import atomic_file
 from monai_car.utils.uncertainty import entropy
 
 from .lesion_locations import Lesion, world_to_voxel
@@ -254,24 +253,12 @@ class LesionSampleSetPredictor:
 
 
 def _atomic_nifti(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".nii.gz", dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(nib.Nifti1Image(data, affine), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path, suffix=".nii.gz") as tmp:  # nibabel compresses when the name ends in .gz
+        nib.save(nib.Nifti1Image(data, affine), str(tmp))
 
 
 def _atomic_csv(rows: list[dict], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".csv", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)

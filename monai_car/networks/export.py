@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -48,6 +47,7 @@ from torch import nn
 from torch.export import Dim
 
 from monai_car import __version__
+from monai_car.utils.atomic import atomic_file
 
 from .nets import CalibrationConvNet, CalibrationSegNet, CARNet, RefinementUNet
 
@@ -182,7 +182,8 @@ def export_carnet(
     Args:
         network: the trained CARNet.
         path: target ``.pt2`` file; its folder must exist. Written via a temp file in that folder and
-            ``os.replace``, with permissions 0644.
+            ``os.replace``, with the permissions of a file made by ``open()`` (``0o666 & ~umask``, 0644 under the
+            usual umask 0022).
         image_shape: one image's shape ``(C, *spatial)`` (``len == spatial_dims + 1``), the example the program is
             traced with; with a static spatial size the program accepts only this size.
         num_samples: ``S`` of the example; with ``dynamic_batch=False`` the only ``S`` the program accepts.
@@ -311,17 +312,10 @@ def export_carnet(
 
 
 def _save_atomically(program: torch.export.ExportedProgram, path: Path, meta: Mapping[str, Any]) -> None:
-    """``torch.export.save`` into a temp file next to ``path``, made 0644, then ``os.replace``-d onto ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".pt2.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.export.save(program, f, extra_files={METADATA_FILE: json.dumps(meta, indent=2, sort_keys=True)})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.export.save`` into a temp file next to ``path``, then ``os.replace``-d onto ``path`` (permissions of a
+    file made by ``open()``; see :func:`monai_car.utils.atomic.atomic_file`)."""
+    with atomic_file(path, suffix=".pt2") as tmp, open(tmp, "wb") as f:
+        torch.export.save(program, f, extra_files={METADATA_FILE: json.dumps(meta, indent=2, sort_keys=True)})
 
 
 def load_exported_carnet(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:

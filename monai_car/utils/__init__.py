@@ -1,5 +1,14 @@
 from __future__ import annotations
 
+from .atomic import (
+    atomic_dir,
+    atomic_file,
+    make_staging_dir,
+    replace_dir,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from .checkpoint import (
     CheckpointKeyError,
     capture_rng_states,
@@ -48,6 +57,13 @@ __all__ = [
     "save_checkpoint",
     "unwrap_module",
     "wrap_ddp",
+    "atomic_dir",
+    "atomic_file",
+    "make_staging_dir",
+    "replace_dir",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
     "calibration_entropy",
     "entropy",
     "foreground_probability",

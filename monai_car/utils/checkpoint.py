@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from .atomic import atomic_file
 from .distributed import unwrap_module
 
 __all__ = [
@@ -142,7 +142,8 @@ def save_checkpoint(path: str | os.PathLike, objects: Mapping[str, Any]) -> Path
     """Write ``{name: obj.state_dict()}`` to ``path`` atomically.
 
     The state dicts are serialised to a temporary file in the destination folder, which then replaces ``path``
-    (``os.replace``); on failure the temporary file is removed and an existing ``path`` is left untouched.
+    (``os.replace``); on failure the temporary file is removed and an existing ``path`` is left untouched. The file
+    gets the permissions of one made by ``open()`` (``0o666 & ~umask``; see :mod:`monai_car.utils.atomic`).
     ``DistributedDataParallel`` wrappers are unwrapped, so checkpoints load into plain networks.
 
     Args:
@@ -156,16 +157,8 @@ def save_checkpoint(path: str | os.PathLike, objects: Mapping[str, Any]) -> Path
         raise ValueError("objects must be a non-empty mapping of names to objects with state_dict().")
     path = Path(path)
     payload = {str(k): _state_dict_of(str(k), v) for k, v in objects.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
     return path
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from monai_car.utils.atomic import atomic_file
 
 __all__ = ["new_figure", "save_figure_atomic", "figure_to_array"]
 
@@ -26,7 +26,7 @@ def save_figure_atomic(fig: Figure, path: str | Path, dpi: int | None = None) ->
     """Write ``fig`` as a PNG at ``path`` atomically (temp file in the same folder, then ``os.replace``).
 
     The parent folder is created. On failure no file (and no temp file) is left behind and an existing ``path``
-    is untouched.
+    is untouched. The file gets the permissions of one made by ``open()`` (``0o666 & ~umask``).
 
     Returns:
         the path written.
@@ -36,15 +36,8 @@ def save_figure_atomic(fig: Figure, path: str | Path, dpi: int | None = None) ->
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"{path}: only PNG output is supported; give a file name ending in .png.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi if dpi is not None else fig.dpi)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path, suffix=".png") as tmp, open(tmp, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi if dpi is not None else fig.dpi)
     return path
 
 

@@ -144,9 +144,11 @@ def test_load_exported_carnet_metadata_and_guards(exported_2d):
         program(torch.rand(1, 1, 32, 32), torch.randn(2, 2, NOISE_DIM))
 
 
-def test_export_file_is_published_atomically(exported_2d):
+def test_export_file_is_published_atomically(exported_2d, tmp_path):
     _, path = exported_2d
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    reference = tmp_path / "made_by_open"
+    reference.write_bytes(b"")
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(reference.stat().st_mode)  # 0644 under umask 0022
     assert sorted(p.name for p in path.parent.iterdir()) == ["carnet.pt2"]
     with zipfile.ZipFile(path) as archive:
         assert any(n.endswith(f"/extra/{METADATA_FILE}") for n in archive.namelist())
