@@ -54,9 +54,10 @@ def compute_hungarian_matched_iou(y_pred: torch.Tensor, y: torch.Tensor) -> torc
     """Hungarian-matched IoU per image (Kohl et al. 2019; CAR paper appendix A.3).
 
     The ``(B, S, R)`` IoU matrix is computed once in torch (``IoU = 1`` when both masks are empty, so that a correctly
-    predicted absence of a lesion is rewarded), then both sets are duplicated to ``lcm(S, R)`` elements and matched
-    one-to-one to maximise the total IoU (see :func:`hungarian_matched_iou_from_matrix`). With 16 samples and 4 graders
-    each grader appears 4 times; with ``S = 3, R = 2`` both sets grow to 6.
+    predicted absence of a lesion is rewarded; counted over each image's foreground window, see
+    :func:`~monai_car.metrics.compute_pairwise_iou`), then both sets are duplicated to ``lcm(S, R)`` elements and
+    matched one-to-one to maximise the total IoU (see :func:`hungarian_matched_iou_from_matrix`). With 16 samples and 4
+    graders each grader appears 4 times; with ``S = 3, R = 2`` both sets grow to 6.
 
     Cost: the assignment is ``O(lcm(S, R)^3)`` per image; keep ``S`` a multiple of ``R`` (16 or 100 samples for 4
     graders) so that ``lcm(S, R) = S``.

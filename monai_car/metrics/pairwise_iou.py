@@ -6,7 +6,16 @@ from collections.abc import Sequence
 
 import torch
 
-from .utils import _FLOAT32_EXACT_INT, _as_binary, _as_labels, _check_classes, _check_sets, as_plain_tensor
+from .utils import (
+    _FLOAT32_EXACT_INT,
+    _as_binary,
+    _as_labels,
+    _check_classes,
+    _check_sets,
+    _crop_to_foreground,
+    _in_classes,
+    as_plain_tensor,
+)
 
 __all__ = ["compute_pairwise_class_iou", "compute_pairwise_iou", "compute_pairwise_iou_distance"]
 
@@ -16,18 +25,22 @@ def _count_dtype(num_pixels: int) -> torch.dtype:
     return torch.float32 if num_pixels <= _FLOAT32_EXACT_INT else torch.float64
 
 
-def _pairwise_intersection_union(a: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _pairwise_intersection_union(
+    a: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel counts of intersection and union for every pair of masks.
 
     Args:
-        a: ``(B, N, P)`` bool masks, flattened (or already converted by :func:`_count_dtype`, which skips a copy).
+        a: ``(B, N, P)`` bool masks, flattened (or already converted to ``dtype``, which skips a copy).
         b: ``(B, M, P)`` bool masks, flattened, or ``None`` to pair ``a`` with itself.
+        dtype: the counts' dtype; by default :func:`_count_dtype` of ``P``. Callers that cropped the masks pass the
+            dtype of the uncropped pixel count, so that the IoU is computed in the same precision either way.
 
     Returns:
         ``(intersection, union)``, each ``(B, N, M)``, exact integer counts held in float32 (float64 when
         ``P > 2**24``, beyond which float32 no longer counts exactly).
     """
-    dtype = _count_dtype(a.shape[-1])
+    dtype = _count_dtype(a.shape[-1]) if dtype is None else dtype
     af = a.to(dtype)
     bf = af if b is None else b.to(dtype)
     inter = torch.bmm(af, bf.transpose(1, 2))
@@ -35,6 +48,19 @@ def _pairwise_intersection_union(a: torch.Tensor, b: torch.Tensor | None) -> tup
     area_b = area_a if b is None else bf.sum(dim=-1)
     union = area_a[:, :, None] + area_b[:, None, :] - inter
     return inter, union
+
+
+def _crop_label_maps(a: torch.Tensor, b: torch.Tensor, classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop label maps to the window of each image that holds every pixel labelled with one of ``classes``.
+
+    Exact for the per-class counts of ``classes``: a pixel outside the window carries none of them in any map, so it
+    adds to no per-class intersection or union (labels not in ``classes``, e.g. void, are never compared). When
+    ``classes`` holds the background 0, every background pixel counts and the window would have to span (nearly) the
+    whole image: nothing is cropped then.
+    """
+    if 0 in classes:
+        return a, b
+    return _crop_to_foreground(a, b, _in_classes(a, classes), _in_classes(b, classes))
 
 
 def _iou_from_counts(inter: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
@@ -47,7 +73,9 @@ def compute_pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Foreground IoU of every mask of ``a`` with every mask of ``b``, per image.
 
     ``IoU(p, q) = |p & q| / |p | q|`` and, by the convention of the stochastic-segmentation literature (SPEC
-    section 4), ``IoU = 1`` when both masks are empty. Counts are exact (batched matmul of the flattened masks).
+    section 4), ``IoU = 1`` when both masks are empty. Counts are exact (batched matmul of the flattened masks), and
+    only the window of each image that holds the foreground of its masks is counted (pixels empty in every mask add
+    to no count, so the values are the same as over the whole image, only faster on small lesions).
 
     Args:
         a: ``(B, N, *spatial)`` binary masks: bool, or 0/1 values of any integer or floating dtype.
@@ -70,9 +98,9 @@ def compute_pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a = as_plain_tensor(a, "a")
     b = as_plain_tensor(b, "b")
     _check_sets(a, b, ("a", "b"))
-    a = _as_binary(a, "a").flatten(2)
-    b = _as_binary(b, "b").flatten(2)
-    return _iou_from_counts(*_pairwise_intersection_union(a, b))
+    dtype = _count_dtype(a.shape[2:].numel())
+    a, b = _crop_to_foreground(_as_binary(a, "a"), _as_binary(b, "b"))
+    return _iou_from_counts(*_pairwise_intersection_union(a.flatten(2), b.flatten(2), dtype))
 
 
 def compute_pairwise_iou_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -89,20 +117,21 @@ def compute_pairwise_iou_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Ten
 
 
 def _pairwise_class_counts(
-    a: torch.Tensor, b: torch.Tensor | None, classes: Sequence[int]
+    a: torch.Tensor, b: torch.Tensor | None, classes: Sequence[int], dtype: torch.dtype | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class intersection and union counts of flattened label maps.
 
     Args:
         a: ``(B, N, P)`` int64 label maps. b: ``(B, M, P)`` int64 label maps, or ``None`` to pair ``a`` with itself.
         classes: the class ids (one matmul per class: the loop runs over classes, never over pairs).
+        dtype: the counts' dtype (see :func:`_pairwise_intersection_union`).
 
     Returns:
         ``(intersection, union)``, each ``(B, N, M, C)``.
     """
     inters, unions = [], []
     for c in classes:
-        inter, union = _pairwise_intersection_union(a == c, None if b is None else b == c)
+        inter, union = _pairwise_intersection_union(a == c, None if b is None else b == c, dtype)
         inters.append(inter)
         unions.append(union)
     return torch.stack(inters, dim=-1), torch.stack(unions, dim=-1)
@@ -116,7 +145,8 @@ def compute_pairwise_class_iou(
     For class ``c``, ``IoU_c(p, q) = |p==c & q==c| / |p==c | q==c|``, set to 1 when ``c`` is absent from both maps;
     ``present`` tells which classes occur in at least one map of the pair, so that callers can either count absent
     classes as perfect agreement (LIDC-style, :func:`~monai_car.metrics.compute_generalized_energy_distance`) or skip
-    them (Cityscapes-style, :func:`~monai_car.metrics.compute_mode_weighted_ged`).
+    them (Cityscapes-style, :func:`~monai_car.metrics.compute_mode_weighted_ged`). When ``classes`` leaves out the
+    background 0, only the window of each image holding the pixels of ``classes`` is counted (same values, faster).
 
     Args:
         a: ``(B, N, *spatial)`` integer label maps (integral floats and bools are accepted).
@@ -136,7 +166,7 @@ def compute_pairwise_class_iou(
     b = as_plain_tensor(b, "b")
     _check_sets(a, b, ("a", "b"))
     classes = _check_classes(classes, num_classes)
-    a = _as_labels(a, "a", num_classes).flatten(2)
-    b = _as_labels(b, "b", num_classes).flatten(2)
-    inter, union = _pairwise_class_counts(a, b, classes)
+    dtype = _count_dtype(a.shape[2:].numel())
+    a, b = _crop_label_maps(_as_labels(a, "a", num_classes), _as_labels(b, "b", num_classes), classes)
+    inter, union = _pairwise_class_counts(a.flatten(2), b.flatten(2), classes, dtype)
     return _iou_from_counts(inter, union), union > 0
