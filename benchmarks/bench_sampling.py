@@ -3,15 +3,19 @@
 Reference (``loop``): F once, then one G pass per draw over the B images (what the authors' code does: its U-Net
 decodes the draws serially). Candidates, all on the same F output and the same noise:
 
-- ``batched``: ``CARNet.sample`` (all ``B * S`` rows through G together, in chunks of ``--chunk-size`` rows on CPU),
-  under ``torch.inference_mode``; ``batched_no_grad`` the same under ``torch.no_grad``;
+- ``batched``: ``CARNet.sample`` as shipped (all ``B * S`` rows through G, on CPU in its default chunks of
+  ``CARNet.cpu_chunk_size`` rows per decoder pass unless ``--chunk-size`` is given),
+  under ``torch.inference_mode``. G is in eval mode, so ``sample`` runs G's noise-free work (encoder, bottleneck,
+  skip halves) once per image and only the noise-dependent decoder once per row
+  (``RefinementUNet.forward_multi``); ``batched_no_grad`` the same under ``torch.no_grad``;
 - ``batched_chunk4``: ``CARNet.sample`` with ``chunk_size=4`` rows per G pass (on CPU a large pass of 128x128
   rows runs out of cache: see BENCHMARKS.md);
 - ``batched_channels_last``: model and inputs in channels-last memory format;
 - ``batched_bf16``: the same under ``torch.autocast`` with bfloat16;
-- ``shared_encoder`` / ``shared_encoder_bf16``: the proposed change (``proposals.shared_encoder_sample``): G's
-  noise-free work once per image;
-- ``compile`` (full mode only, in a separate bounded process): ``torch.compile`` on G, against eager ``batched``.
+- ``batched_full_pass``: ``CARNet.sample`` with ``shared_encoder=False``, one full G pass per row (what ``sample``
+  did before the shared path, and still does in training mode): the "before" of that change;
+- ``compile`` (full mode only, in a separate bounded process): ``torch.compile`` on G, against eager
+  ``batched_full_pass`` (a compiled G is a wrapper, which ``sample`` runs with full passes).
 
 F's time (run once per batch, not in the ratios) is reported beside. Peak memory: CPU, ``ru_maxrss`` of a fresh
 process per (case, variant) that runs only G (F's probabilities are random there); CUDA, ``max_memory_allocated``.
@@ -46,7 +50,6 @@ from bench_utils import (
     synchronizer,
     write_json,
 )
-from proposals import shared_encoder_sample
 
 from monai_car.networks import CalibrationSegNet, CARNet, RefinementUNet
 
@@ -54,9 +57,9 @@ __all__ = ["build_net", "main", "make_variants"]
 
 SCRIPT = Path(__file__).resolve()
 REFERENCE = "loop"
-MEMORY_VARIANTS = ("loop", "batched", "batched_bf16", "shared_encoder", "shared_encoder_bf16")
+MEMORY_VARIANTS = ("loop", "batched", "batched_bf16", "batched_full_pass")
 # the variants of --quick and of the large full cases; the others (no_grad, channels_last) on the small ones only
-CORE_VARIANTS = ["loop", "batched", "batched_chunk4", "batched_bf16", "shared_encoder", "shared_encoder_bf16"]
+CORE_VARIANTS = ["loop", "batched", "batched_chunk4", "batched_bf16", "batched_full_pass"]
 LARGE_ROWS = 400
 
 
@@ -102,9 +105,11 @@ def make_variants(
         with torch.inference_mode():
             return torch.stack([net.refine(x, probs, noise[:, i]) for i in range(s)], dim=1)
 
-    def batched(ctx: Callable[[], Any] = torch.inference_mode, model: CARNet = net, xx=x, pp=probs) -> torch.Tensor:
+    def batched(
+        ctx: Callable[[], Any] = torch.inference_mode, model: CARNet = net, xx=x, pp=probs, rows=chunk_size
+    ) -> torch.Tensor:
         with ctx():
-            return model.sample(xx, s, calibration_probs=pp, noise=noise, chunk_size=chunk_size)
+            return model.sample(xx, s, calibration_probs=pp, noise=noise, chunk_size=rows)
 
     def chunk4() -> torch.Tensor:
         with torch.inference_mode():
@@ -114,13 +119,10 @@ def make_variants(
         with torch.inference_mode(), _autocast(device):
             return net.sample(x, s, calibration_probs=probs, noise=noise, chunk_size=chunk_size)
 
-    def shared() -> torch.Tensor:
-        with torch.inference_mode():
-            return shared_encoder_sample(net, x, s, noise=noise, calibration_probs=probs, chunk_size=chunk_size)
-
-    def shared_bf16() -> torch.Tensor:
-        with torch.inference_mode(), _autocast(device):
-            return shared_encoder_sample(net, x, s, noise=noise, calibration_probs=probs, chunk_size=chunk_size)
+    # the same F and G, with sample's shared path switched off: one full G pass per row
+    full_pass_net = CARNet(net.calibration_net, net.refinement_net, net.num_classes, shared_encoder=False)
+    # full passes of all rows at once would need several GiB at 128x128 on CPU: chunks of 128 rows, as measured before
+    full_pass_rows = chunk_size if chunk_size is not None or device.type != "cpu" else 128
 
     fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
     variants: dict[str, Callable[[], torch.Tensor]] = {
@@ -130,8 +132,7 @@ def make_variants(
         "batched_chunk4": chunk4,
         "batched_channels_last": None,  # type: ignore[dict-item]  # built below only when asked for (a model copy)
         "batched_bf16": batched_bf16,
-        "shared_encoder": shared,
-        "shared_encoder_bf16": shared_bf16,
+        "batched_full_pass": lambda: batched(model=full_pass_net, rows=full_pass_rows),
     }
     if names is None or "batched_channels_last" in names:
         net_cl = copy.deepcopy(net).to(memory_format=fmt)
@@ -169,10 +170,14 @@ def _probe(payload: dict[str, Any]) -> None:
 
 
 def _compile_probe(payload: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Child process: eager ``batched`` vs ``torch.compile``-d G on one case, compile time included."""
+    """Child process: eager ``batched_full_pass`` vs ``torch.compile``-d G on one case, compile time included.
+
+    ``CARNet.sample`` takes a compiled G (a wrapper module) through full passes, so the eager reference is the same
+    algorithm, ``batched_full_pass``.
+    """
     net = build_net(payload["spatial_dims"], payload["tiny"], device, payload["seed"])
     x, probs, noise = _inputs(payload, net, device, payload["seed"])
-    eager = make_variants(net, x, probs, noise, payload["chunk_size"], ["batched"])["batched"]
+    eager = make_variants(net, x, probs, noise, payload["chunk_size"], ["batched_full_pass"])["batched_full_pass"]
     compiled_net = CARNet(net.calibration_net, torch.compile(net.refinement_net, dynamic=False), net.num_classes)
     comp = make_variants(compiled_net, x, probs, noise, payload["chunk_size"], ["batched"])["batched"]
     sync = synchronizer(device)
@@ -183,6 +188,7 @@ def _compile_probe(payload: dict[str, Any], device: torch.device) -> dict[str, A
     diff = max_abs_diff(out, eager())
     res = compare({"batched": eager, "compile": comp}, "batched", repeats=payload["repeats"], sync=sync)
     return {
+        "eager_variant": "batched_full_pass",
         "compile_seconds": compile_s,
         "eager_median_s": res["batched"]["median_s"],
         "compiled_median_s": res["compile"]["median_s"],
@@ -196,7 +202,7 @@ def _memory_variants(args: argparse.Namespace, case: dict[str, int]) -> tuple[st
     if args.tiny:
         return ("batched",) if case == _cases(args)[0] else ()
     if args.quick:
-        return ("loop", "batched", "shared_encoder")
+        return ("loop", "batched", "batched_full_pass")
     return MEMORY_VARIANTS
 
 
@@ -290,7 +296,12 @@ def _targets(cases: list[dict[str, Any]], device: torch.device) -> list[dict[str
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
-    parser.add_argument("--chunk-size", type=int, default=128, help="rows per G pass on CPU (0: all at once)")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=0,
+        help="rows per G pass on CPU (0: CARNet.sample's default, 4 rows per decoder pass; full passes 128 rows)",
+    )
     parser.add_argument("--cuda-chunk-size", type=int, default=0, help="rows per G pass on CUDA (0: all at once)")
     parser.add_argument("--variants", type=lambda t: t.split(","), default=None, help="comma-separated subset")
     parser.add_argument("--compile-timeout", type=float, default=420.0, help="bound on the torch.compile probe, s")

@@ -23,7 +23,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -335,17 +334,10 @@ def result_path(out_dir: Path, name: str, device: torch.device | str, quick: boo
 
 def write_json(path: Path | str, data: dict[str, Any]) -> Path:
     """Write ``data`` as indented JSON atomically (temporary file in the same folder, then ``os.replace``)."""
+    from monai_car.utils.atomic import write_text_atomic
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_rounded(data), f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_text_atomic(path, json.dumps(_rounded(data), indent=2, sort_keys=False) + "\n")
     return path
 
 

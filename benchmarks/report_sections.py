@@ -8,6 +8,14 @@ from report_tables import fmt_diff, fmt_peak, fmt_s, fmt_x, label, stage2_varian
 
 __all__ = ["AUTHORS", "authors_section", "proposals_section"]
 
+# (before, after, after + bf16) of the shared-encoder sampling: in results since it is in the library, and in those
+# measured on the proposal's copy before
+ADOPTED_SAMPLING = ("batched_full_pass", "batched", "batched_bf16")
+PROPOSED_SAMPLING = ("batched", "shared_encoder", "shared_encoder_bf16")
+# (before, after, suffix of the after's ``max_abs_diff_*`` fields) of the metrics' foreground crop, likewise
+ADOPTED_METRICS = ("vectorised_uncropped", "vectorised", "")
+PROPOSED_METRICS = ("vectorised", "vectorised_cropped", "_cropped")
+
 # The paper authors' public code on this kind of 2-core CPU (2 threads, batch 8, 128x128), as given in issue 8:
 # quoted, not re-measured here.
 AUTHORS = {
@@ -81,32 +89,38 @@ def proposals_section(results: dict[tuple[str, str], dict[str, Any]]) -> list[st
     for device in ("cpu", "cuda"):
         for c in (results.get(("sampling", device)) or {}).get("cases", []):
             v = c["variants"]
-            if "shared_encoder" in v and "batched" in v:
+            # (before, after, after + bf16): results since the adoption, or measured on the proposal's copy before
+            names = next((n for n in (ADOPTED_SAMPLING, PROPOSED_SAMPLING) if n[0] in v and n[1] in v), None)
+            if names is not None:
+                before_name, after_name, bf16_name = names
                 dims = "x".join([str(c["size"])] * c["spatial_dims"])
-                before, after = v["batched"]["median_s"], v["shared_encoder"]["median_s"]
-                bf16 = v.get("shared_encoder_bf16", {}).get("speedup_vs_loop")
+                before, after = v[before_name]["median_s"], v[after_name]["median_s"]
+                bf16 = v.get(bf16_name, {}).get("speedup_vs_loop")
                 rows.append(
                     f"| {device} | {dims}, B={c['batch']}, S={c['samples']} | {fmt_s(before)} "
-                    f"({fmt_x(v['batched']['speedup_vs_loop'])}) | {fmt_s(after)} "
-                    f"({fmt_x(v['shared_encoder']['speedup_vs_loop'])}) | {fmt_x(before / after)} | {fmt_x(bf16)} |"
+                    f"({fmt_x(v[before_name]['speedup_vs_loop'])}) | {fmt_s(after)} "
+                    f"({fmt_x(v[after_name]['speedup_vs_loop'])}) | {fmt_x(before / after)} | {fmt_x(bf16)} | "
+                    f"{'library' if names == ADOPTED_SAMPLING else 'proposal copy'} |"
                 )
     if rows:
         lines += [
-            "### 1. `RefinementUNet` / `CARNet.sample`: G's noise-free work once per image (sampling, eval mode)",
+            "### 1. Adopted: G's noise-free work once per image when sampling (`RefinementUNet.forward_multi`)",
             "",
-            "File `monai_car/networks/nets/refinement_unet.py` (and `CARNet.sample` in `carnet.py`), measured on a "
-            "copy in `benchmarks/proposals.py::shared_encoder_sample`. In G the noise enters only after each up "
-            "block, so the encoder, the bottleneck, the first up block and the skip-connection half of every later "
-            "up block's first convolution (`conv(cat(u, skip)) = conv_u(u) + conv_skip(skip) + b`) do not depend on "
-            "z. In eval mode, run them once per image and only the z-dependent decoder once per draw: same numbers "
-            "(max abs diff ~1e-7), about a third of the per-draw FLOPs. Suggested API: "
-            "`RefinementUNet.forward_multi(x, z, num_samples)` used by `CARNet.sample` when `not self.training` "
-            "(training keeps the plain path: dropout masks must differ per draw). On CPU, bfloat16 autocast on top "
-            "gives the column on the right (probabilities within ~5e-3 of fp32).",
+            "In G the noise enters only after each up block, so the encoder, the bottleneck, the first up block and "
+            "the skip-connection half of every later up block's first convolution (`conv(cat(u, skip)) = conv_u(u) + "
+            "conv_skip(skip) + b`) do not depend on z. `RefinementUNet.forward_multi` (in "
+            "`monai_car/networks/nets/refinement_unet.py`) runs them once per image and only the z-dependent decoder "
+            "once per draw: same numbers (max abs diff ~1e-7), about a third of the per-draw FLOPs. `CARNet.sample` "
+            "takes this path whenever G is a `RefinementUNet` in eval mode; training mode keeps one full pass per draw "
+            "(dropout masks must differ per draw, batch norm uses the rows' statistics), and "
+            "`CARNet(..., shared_encoder=False)` forces full passes. Before: one full G pass per row (`batched` in "
+            "runs made before the adoption, `batched_full_pass` since); after: the shared path (`shared_encoder`, the "
+            "proposal's copy, before; `batched`, the library, since). On CPU, bfloat16 autocast on top gives the "
+            "column on the right (probabilities within ~5e-3 of fp32).",
             "",
-            "| device | case | before: `CARNet.sample` (vs loop) | after (vs loop) | after / before | "
-            "after + bf16 autocast (vs loop) |",
-            "|---|---|---|---|---|---|",
+            "| device | case | before: full passes (vs loop) | after: shared (vs loop) | after / before | "
+            "after + bf16 autocast (vs loop) | measured on |",
+            "|---|---|---|---|---|---|---|",
             *rows,
             "",
         ]
@@ -128,7 +142,7 @@ def proposals_section(results: dict[tuple[str, str], dict[str, Any]]) -> list[st
                 )
     if rows:
         lines += [
-            "### 2. Stage-2 G update with bounded memory and the exact gradient (`RefinementTrainer`)",
+            "### 2. Proposed: stage-2 G update with bounded memory and the exact gradient (`RefinementTrainer`)",
             "",
             "File `monai_car/engines/refinement_trainer.py` (`_train_step`, G's part), measured on a copy in "
             "`benchmarks/proposals.py::two_pass_generator_step`. `L_cal` couples the M samples through their mean, "
@@ -149,31 +163,38 @@ def proposals_section(results: dict[tuple[str, str], dict[str, Any]]) -> list[st
     for device in ("cpu", "cuda"):
         for c in (results.get(("metrics", device)) or {}).get("cases", []):
             v = c["variants"]
-            if "vectorised_cropped" in v:
-                before, after = v["vectorised"]["median_s"], v["vectorised_cropped"]["median_s"]
+            # (before, after, suffix of the after's diff fields): since the adoption, or the proposal's copy before
+            names = next((n for n in (ADOPTED_METRICS, PROPOSED_METRICS) if n[0] in v and n[1] in v), None)
+            if names is not None:
+                before_name, after_name, suffix = names
+                before, after = v[before_name]["median_s"], v[after_name]["median_s"]
                 rows.append(
                     f"| {device} | {c['images']} x {c['samples']} vs {c['graders']} | {fmt_s(before)} "
-                    f"({fmt_x(v['vectorised']['speedup_vs_loop'])}) | {fmt_s(after)} "
-                    f"({fmt_x(v['vectorised_cropped']['speedup_vs_loop'])}) | {fmt_x(before / after)} | "
-                    f"{fmt_diff(c.get('max_abs_diff_ged_cropped'))} / "
-                    f"{fmt_diff(c.get('max_abs_diff_hm_iou_cropped'))} |"
+                    f"({fmt_x(v[before_name]['speedup_vs_loop'])}) | {fmt_s(after)} "
+                    f"({fmt_x(v[after_name]['speedup_vs_loop'])}) | {fmt_x(before / after)} | "
+                    f"{fmt_diff(c.get('max_abs_diff_ged' + suffix))} / "
+                    f"{fmt_diff(c.get('max_abs_diff_hm_iou' + suffix))} | "
+                    f"{'library' if names == ADOPTED_METRICS else 'proposal copy'} |"
                 )
     if rows:
         lines += [
-            "### 3. Metrics: crop to each image's foreground window before the pairwise products",
+            "### 3. Adopted: the metrics count pairs over each image's foreground window",
             "",
-            "File `monai_car/metrics/pairwise_iou.py` (`_pairwise_intersection_union` and its callers "
-            "`compute_pairwise_iou` / `compute_ged_terms`), measured on a copy in "
-            "`benchmarks/proposals.py::crop_to_foreground` applied before the library calls. The time goes into "
-            "converting the `(B, S, H*W)` bool masks to float (three times per GED call, twice more for HM-IoU) and "
-            "into the `S x S` products over all `H*W` pixels, while a lesion covers a few hundred of the 16384 "
-            "pixels. Pixels outside the union of an image's masks are background everywhere, so cropping every "
-            "image to one window size holding its foreground leaves all counts unchanged (max abs diff 0). Reduce "
-            "a bool set with `x.view(torch.uint8).amax(1)`, not `(x != 0).any(1)` (25x faster on CPU).",
+            "In `monai_car/metrics` (`utils._crop_to_foreground`, used by `compute_pairwise_iou`, hence HM-IoU, by "
+            "`compute_ged_terms`, hence GED, and by `compute_pairwise_class_iou`). The time went into converting the "
+            "`(B, S, H*W)` bool masks to float and into the `S x S` products over all `H*W` pixels, while a lesion "
+            "covers a few hundred of the 16384 pixels. Pixels outside the union of an image's masks are background "
+            "everywhere and add to no intersection or union, so the masks are cropped to one window size that holds "
+            "every image's foreground, placed per image: the counts, hence GED and HM-IoU, are exactly those of the "
+            "whole image (max abs diff 0 between before and after). Label maps are cropped around the classes "
+            "compared, and not at all when they include the background 0. Before: the pair counts over the whole "
+            "image (`vectorised` in runs made before the adoption; `vectorised_uncropped`, the library's private "
+            "pieces without the crop, since); after: `vectorised_cropped`, the proposal's copy, before; `vectorised`, "
+            "the library, since.",
             "",
-            "| device | images x samples vs graders | before: library (vs loop) | after (vs loop) | after / before | "
-            "GED / HM-IoU max abs diff |",
-            "|---|---|---|---|---|---|",
+            "| device | images x samples vs graders | before: whole image (vs loop) | after: cropped (vs loop) | "
+            "after / before | GED / HM-IoU max abs diff vs loop | measured on |",
+            "|---|---|---|---|---|---|---|",
             *rows,
             "",
         ]

@@ -28,7 +28,9 @@ __all__ = [
 # Where the code of every measured variant lives. "library": what the repository ships (``monai_car``, or
 # ``preprocessing/``), called as a user would; "benchmark": written in the benchmark script on the library's networks
 # and losses (the references, and the setting variants such as bf16 autocast that the engines expose as ``amp``);
-# "proposal": ``benchmarks/proposals.py`` only, NOT in the library yet.
+# "proposal": ``benchmarks/proposals.py`` only, NOT in the library yet; "adopted": a proposal's copy measured in a run
+# made before the change moved into the library (results written since measure the library's own variant: the
+# shared encoder is ``batched``, the foreground crop ``vectorised``).
 LIBRARY: dict[str, dict[str, str]] = {
     "sampling": {
         "loop": "benchmark",
@@ -37,10 +39,16 @@ LIBRARY: dict[str, dict[str, str]] = {
         "batched_chunk4": "library",
         "batched_channels_last": "library",
         "batched_bf16": "library",
-        "shared_encoder": "proposal",
-        "shared_encoder_bf16": "proposal",
+        "batched_full_pass": "library",
+        "shared_encoder": "adopted",
+        "shared_encoder_bf16": "adopted",
     },
-    "metrics": {"per_pair_loop": "benchmark", "vectorised": "library", "vectorised_cropped": "proposal"},
+    "metrics": {
+        "per_pair_loop": "benchmark",
+        "vectorised": "library",
+        "vectorised_uncropped": "benchmark",
+        "vectorised_cropped": "adopted",
+    },
     "training": {
         "baseline": "benchmark",
         "engine": "library",
@@ -61,13 +69,16 @@ LIBRARY: dict[str, dict[str, str]] = {
 
 
 def code_of(benchmark: str, variant: str) -> str:
-    """``"library"``, ``"benchmark"`` or ``"proposal"`` (see :data:`LIBRARY`); a ``" (...)"`` suffix is ignored."""
+    """``"library"``, ``"benchmark"``, ``"proposal"`` or ``"adopted"`` (see :data:`LIBRARY`); a ``" (...)"`` suffix
+    is ignored."""
     return LIBRARY.get(benchmark, {}).get(variant.split(" (")[0], "benchmark")
 
 
 def label(benchmark: str, variant: str) -> str:
-    """The variant's name, tagged when it is a proposal that the library does not have yet."""
-    return variant + (" *(proposal)*" if code_of(benchmark, variant) == "proposal" else "")
+    """The variant's name, tagged when it is a proposal that the library does not have yet, or had not yet when it was
+    measured."""
+    tags = {"proposal": " *(proposal)*", "adopted": " *(proposal, since adopted)*"}
+    return variant + tags.get(code_of(benchmark, variant), "")
 
 
 def fmt_s(seconds: float | None) -> str:
@@ -176,7 +187,9 @@ def sampling_table(res: dict[str, Any]) -> list[str]:
         )
     comp = res.get("compile", {})
     what = f"B={comp.get('batch')}, S={comp.get('samples')}"
-    return [*lines, "", _compile_line(comp, what, "speedup_vs_batched", "`CARNet.sample`")]
+    eager = comp.get("eager_variant", "batched")  # results since the shared encoder: the full-pass path, as compiled
+    reference = "`CARNet.sample`" + (" with full passes (`batched_full_pass`)" if eager == "batched_full_pass" else "")
+    return [*lines, "", _compile_line(comp, what, "speedup_vs_batched", reference)]
 
 
 def metrics_table(res: dict[str, Any]) -> list[str]:
@@ -189,6 +202,7 @@ def metrics_table(res: dict[str, Any]) -> list[str]:
         case = f"{c['images']} x {c['samples']} vs {c['graders']}, {c['size']}^2"
         diffs = {
             "vectorised": (c["max_abs_diff_ged"], c["max_abs_diff_hm_iou"]),
+            "vectorised_uncropped": (c.get("max_abs_diff_ged_uncropped"), c.get("max_abs_diff_hm_iou_uncropped")),
             "vectorised_cropped": (c.get("max_abs_diff_ged_cropped"), c.get("max_abs_diff_hm_iou_cropped")),
         }
         for name, v in c["variants"].items():

@@ -35,23 +35,14 @@ def test_metrics_reference_equals_vectorised(bench):
     assert ref_ged[7] == pytest.approx(0.0) and ref_hm[7] == pytest.approx(1.0)
 
 
-def test_crop_to_foreground_keeps_every_pair_count(bench):
-    from monai_car.metrics import compute_pairwise_iou
-
-    p = bench("proposals")
-    gen = torch.Generator().manual_seed(0)
-    y_pred = torch.zeros(3, 5, 20, 24, dtype=torch.bool)
-    y = torch.zeros(3, 4, 20, 24, dtype=torch.bool)
-    y_pred[0, :, 2:6, 3:9] = torch.rand(5, 4, 6, generator=gen) > 0.3  # image 0: top-left lesion
-    y[0, 1:, 1:5, 4:8] = True
-    y_pred[1, 2, 15:20, 18:24] = True  # image 1: a lesion in the corner, most masks empty
-    y[1, 0, 16:20, 20:24] = True  # image 2: nothing anywhere (IoU 1 by convention)
-    a, b = p.crop_to_foreground(y_pred, y)
-    assert a.shape[:2] == (3, 5) and b.shape[:2] == (3, 4) and a.shape[2:] == b.shape[2:]
-    assert a.shape[2] < 20 and a.shape[3] < 24
-    torch.testing.assert_close(compute_pairwise_iou(a, b), compute_pairwise_iou(y_pred, y))
-    torch.testing.assert_close(compute_pairwise_iou(a, a), compute_pairwise_iou(y_pred, y_pred))
-    assert a.sum() == y_pred.sum() and b.sum() == y.sum()
+def test_uncropped_reference_gives_the_library_numbers(bench):
+    """The benchmark's "before" of the foreground crop (pair counts over the whole image) equals the library."""
+    m = bench("bench_metrics")
+    samples, labels = m.make_masks(num_images=8, num_samples=8, num_graders=4, size=32, seed=5)
+    s_t, y_t = torch.from_numpy(samples), torch.from_numpy(labels)
+    lib_ged, lib_hm = m.vectorised_metrics(s_t, y_t)
+    full_ged, full_hm = m.uncropped_metrics(s_t, y_t)
+    assert torch.equal(lib_ged, full_ged) and torch.equal(lib_hm, full_hm)
 
 
 def test_metrics_tiny_run_writes_json(bench, tmp_path):
@@ -62,8 +53,8 @@ def test_metrics_tiny_run_writes_json(bench, tmp_path):
     assert {"date_utc", "cpu", "torch_threads", "torch"} <= set(data["environment"])
     for case in data["cases"]:
         assert case["max_abs_diff_ged"] < 1e-5 and case["max_abs_diff_hm_iou"] < 1e-5
-        assert case["max_abs_diff_ged_cropped"] < 1e-5 and case["max_abs_diff_hm_iou_cropped"] < 1e-5
-        for name in ("per_pair_loop", "vectorised", "vectorised_cropped"):
+        assert case["max_abs_diff_ged_uncropped"] < 1e-5 and case["max_abs_diff_hm_iou_uncropped"] < 1e-5
+        for name in ("per_pair_loop", "vectorised", "vectorised_uncropped"):
             v = case["variants"][name]
             assert {"median_s", "seconds_per_image", "speedup_vs_loop"} <= set(v)
             assert v["median_s"] > 0
@@ -71,12 +62,13 @@ def test_metrics_tiny_run_writes_json(bench, tmp_path):
 
 def test_sampling_tiny_run_writes_json_and_agrees(bench, tmp_path):
     s = bench("bench_sampling")
-    s.main(["--tiny", "--out", str(tmp_path), "--variants", "batched,shared_encoder,batched_bf16", "--repeats", "1"])
+    variants = "batched,batched_full_pass,batched_bf16"
+    s.main(["--tiny", "--out", str(tmp_path), "--variants", variants, "--repeats", "1"])
     data = json.loads((tmp_path / "sampling_cpu_tiny.json").read_text())
     assert data["benchmark"] == "sampling" and len(data["cases"]) == 2
     for case in data["cases"]:
-        assert set(case["variants"]) == {"loop", "batched", "shared_encoder", "batched_bf16"}
-        for name in ("batched", "shared_encoder"):  # fp32: the same numbers as the per-draw loop
+        assert set(case["variants"]) == {"loop", "batched", "batched_full_pass", "batched_bf16"}
+        for name in ("batched", "batched_full_pass"):  # fp32: the same numbers as the per-draw loop
             assert case["variants"][name]["max_abs_diff_vs_loop"] < 1e-5
         assert case["variants"]["batched_bf16"]["max_abs_diff_vs_loop"] < 0.1
         assert all(v["samples_per_s"] > 0 for v in case["variants"].values())
@@ -130,6 +122,7 @@ def test_report_renders_from_results(bench, tmp_path):
     out = r.main(["--results", str(tmp_path), "--output", str(tmp_path / "BENCHMARKS.md")])
     text = out.read_text()
     assert "## Metrics" in text and "vectorised" in text and "## Machines" in text
+    assert "### 3. Adopted: the metrics count pairs" in text and "vectorised_uncropped" in text  # before / after
 
 
 def test_training_tiny_run_writes_json(bench, tmp_path):

@@ -250,3 +250,18 @@ def test_multi_gpu_config_trains_under_torchrun_with_gloo(tmp_path):
     assert state["trainer"]["iteration"] == 2  # 8 cases over 2 ranks, batch 2: 2 iterations per epoch
     assert (out / "models" / "model.pt").is_file()
     assert len(list((out / "logs" / "stage1").glob("events.out.tfevents.*"))) == 1  # rank 0 logs alone
+
+
+def test_bundle_layout_is_complete_and_docs_link_existing_files():
+    import re
+
+    root = CONFIGS.parent
+    for name in ("metadata.json", "train.json", "evaluate.json", "inference.json", "multi_gpu_train.json"):
+        json.loads((CONFIGS / name).read_text())  # present and valid JSON
+    assert (CONFIGS / "logging.conf").is_file()
+    assert "Apache License" in (root / "LICENSE").read_text()
+    readme = (root / "docs" / "README.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme)
+    assert links, "the bundle README shows no picture of a real run"
+    missing = [link for link in links if not (root / "docs" / link).is_file()]
+    assert not missing, f"bundle README links missing pictures: {missing}"
