@@ -82,17 +82,22 @@ class RefinementUNet(nn.Module):
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         self.head = conv(channels[0], out_channels, kernel_size=1)
 
-    def forward_logits(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Class logits ``(B, K, *spatial)`` for inputs ``(B, C + K, *spatial)`` and noise ``(B, noise_dim)``."""
-        _check_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
-        if z.ndim != 2 or z.shape != (x.shape[0], self.noise_dim):
-            raise ValueError(f"expected noise z of shape ({x.shape[0]}, {self.noise_dim}), got {tuple(z.shape)}.")
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The encoder: the bottleneck output and the skip features of every level above it, shallowest first."""
         h = self.stem(x)
         skips = [h]
         for block in self.down:
             h = block(self.pool(h))
             skips.append(h)
         skips.pop()  # the bottleneck output is h itself
+        return h, skips
+
+    def forward_logits(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Class logits ``(B, K, *spatial)`` for inputs ``(B, C + K, *spatial)`` and noise ``(B, noise_dim)``."""
+        _check_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
+        if z.ndim != 2 or z.shape != (x.shape[0], self.noise_dim):
+            raise ValueError(f"expected noise z of shape ({x.shape[0]}, {self.noise_dim}), got {tuple(z.shape)}.")
+        h, skips = self._encode(x)
         for upsample, block, noise in zip(self.upsample, self.up, self.noise):
             skip = skips.pop()
             h = match_spatial_size(upsample(h), skip.shape[2:])
@@ -168,12 +173,7 @@ class RefinementUNet(nn.Module):
     def _shared_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The noise-free part of G for inputs ``(n, C, *spatial)``: the first up block's output (before its noise
         injection) and, for every later up block, the skip half of its first convolution (bias included)."""
-        h = self.stem(x)
-        skips = [h]
-        for block in self.down:
-            h = block(self.pool(h))
-            skips.append(h)
-        skips.pop()  # the bottleneck output is h itself
+        h, skips = self._encode(x)
         skip = skips.pop()
         first = self.up[0](torch.cat([match_spatial_size(self.upsample[0](h), skip.shape[2:]), skip], dim=1))
         terms = []
