@@ -232,16 +232,7 @@ def load_checkpoint(
     """
     if not isinstance(objects, Mapping) or not objects:
         raise ValueError("objects must be a non-empty mapping of names to objects with load_state_dict().")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist.")
-    source = f"checkpoint {str(path)!r}"
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # unpickling errors have many types
-        raise ValueError(f"{source} cannot be read as a torch checkpoint: {e}") from e
-    if not isinstance(checkpoint, Mapping):
-        raise CheckpointKeyError(f"{source} holds a {type(checkpoint).__name__}, not a dict of state dicts.")
+    source, checkpoint = _read_checkpoint(path, map_location, "a dict of state dicts")
     if len(objects) == 1 and next(iter(objects)) not in checkpoint:
         checkpoint = {next(iter(objects)): checkpoint}
     missing = sorted(set(objects) - set(checkpoint))
@@ -295,6 +286,26 @@ def load_network_weights(
     """
     if not isinstance(network, nn.Module):
         raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
+    source, checkpoint = _read_checkpoint(path, map_location, "a state dict", hint)
+    if entry is not None:
+        if entry not in checkpoint:
+            raise CheckpointKeyError(f"{source} has no entry {entry!r}; its entries are {sorted(checkpoint)}.")
+        checkpoint = checkpoint[entry]
+    _check_module(entry or "network", network, checkpoint, True, source)
+    unwrap_module(network).load_state_dict(checkpoint, strict=True)
+    return network
+
+
+def _read_checkpoint(
+    path: str | os.PathLike, map_location: Any, expected: str, hint: str | None = None
+) -> tuple[str, Mapping]:
+    """``(source, checkpoint)``: the file read with ``torch.load(weights_only=True)``, or a clear error.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (``hint`` appended to the message).
+        ValueError: the file is not a torch checkpoint.
+        CheckpointKeyError: it does not hold a mapping (``expected`` says what it should hold).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist.{(' ' + hint) if hint else ''}")
@@ -304,11 +315,5 @@ def load_network_weights(
     except Exception as e:  # unpickling errors have many types
         raise ValueError(f"{source} cannot be read as a torch checkpoint: {e}") from e
     if not isinstance(checkpoint, Mapping):
-        raise CheckpointKeyError(f"{source} holds a {type(checkpoint).__name__}, not a state dict.")
-    if entry is not None:
-        if entry not in checkpoint:
-            raise CheckpointKeyError(f"{source} has no entry {entry!r}; its entries are {sorted(checkpoint)}.")
-        checkpoint = checkpoint[entry]
-    _check_module(entry or "network", network, checkpoint, True, source)
-    unwrap_module(network).load_state_dict(checkpoint, strict=True)
-    return network
+        raise CheckpointKeyError(f"{source} holds a {type(checkpoint).__name__}, not {expected}.")
+    return source, checkpoint
