@@ -28,7 +28,12 @@ from .utils import (
     reduce_per_image,
 )
 
-__all__ = ["GeneralizedEnergyDistanceMetric", "compute_ged_terms", "compute_generalized_energy_distance"]
+__all__ = [
+    "GEDTermsMetric",
+    "GeneralizedEnergyDistanceMetric",
+    "compute_ged_terms",
+    "compute_generalized_energy_distance",
+]
 
 
 def _pairwise_distance(
@@ -127,7 +132,37 @@ def compute_generalized_energy_distance(
     return 2.0 * cross - samples - labels
 
 
-class GeneralizedEnergyDistanceMetric(CumulativeIterationMetric):
+class GEDTermsMetric(CumulativeIterationMetric):
+    """Base of the GED metric classes: ``_compute_tensor`` returns ``[GED^2, cross, samples, third term]`` per image,
+    ``__call__`` returns the batch's GED^2, ``aggregate`` reduces GED^2 over every image seen (all DDP ranks) and
+    ``aggregate_terms`` gives the mean of each term under the names in :attr:`term_names`.
+
+    Subclasses set ``reduction``, ``get_not_nans`` and :attr:`term_names`.
+    """
+
+    term_names: tuple[str, str, str, str] = ("ged", "cross", "samples", "labels")
+    reduction: MetricReduction | str = MetricReduction.MEAN
+    get_not_nans: bool = False
+
+    def __call__(self, y_pred: Any, y: Any = None, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
+        """Compute GED^2 of one batch, add it (and its terms) to the buffers and return the ``(B,)`` GED^2."""
+        ged, *_ = super().__call__(y_pred=y_pred, y=y, **kwargs)
+        return ged
+
+    def aggregate(
+        self, reduction: MetricReduction | str | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        """Reduce the GED^2 of every image seen so far (all DDP ranks), by default to their mean."""
+        ged = _all_buffers(self)[0]
+        f = reduce_per_image(ged, reduction or self.reduction)
+        return (f, (~torch.isnan(ged)).sum().float()) if self.get_not_nans else f
+
+    def aggregate_terms(self) -> dict[str, torch.Tensor]:
+        """Mean over all images of each term, keyed by :attr:`term_names` (0-dim tensors)."""
+        return {k: v.nanmean() for k, v in zip(self.term_names, _all_buffers(self))}
+
+
+class GeneralizedEnergyDistanceMetric(GEDTermsMetric):
     """Accumulate per-image GED^2 over iterations; ``aggregate()`` returns the mean over all images.
 
     Inputs per call, ``metric(y_pred=..., y=...)``:
@@ -188,21 +223,3 @@ class GeneralizedEnergyDistanceMetric(CumulativeIterationMetric):
         y_pred = self._prepare_prediction(as_plain_tensor(y_pred, "y_pred"))
         cross, samples, labels = compute_ged_terms(y_pred, y, num_classes=self.num_classes, classes=self.classes)
         return [2.0 * cross - samples - labels, cross, samples, labels]
-
-    def __call__(self, y_pred: Any, y: Any = None, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
-        """Compute GED^2 of one batch, add it (and its terms) to the buffers and return the ``(B,)`` GED^2."""
-        ged, *_ = super().__call__(y_pred=y_pred, y=y, **kwargs)
-        return ged
-
-    def aggregate(
-        self, reduction: MetricReduction | str | None = None
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        """Reduce the GED^2 of every image seen so far (all DDP ranks), by default to their mean."""
-        ged = _all_buffers(self)[0]
-        f = reduce_per_image(ged, reduction or self.reduction)
-        return (f, (~torch.isnan(ged)).sum().float()) if self.get_not_nans else f
-
-    def aggregate_terms(self) -> dict[str, torch.Tensor]:
-        """Mean over all images of each term: ``{"ged", "cross", "samples", "labels"}`` (0-dim tensors)."""
-        buffers = _all_buffers(self)
-        return {k: v.nanmean() for k, v in zip(("ged", "cross", "samples", "labels"), buffers)}

@@ -6,18 +6,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from monai.metrics import CumulativeIterationMetric
 from monai.utils import MetricReduction
 
+from .generalized_energy_distance import GEDTermsMetric
 from .pairwise_iou import _pairwise_class_counts
 from .utils import (
-    _all_buffers,
     _as_labels,
     _check_classes,
     _check_sets,
     _labels_from_probabilities,
     as_plain_tensor,
-    reduce_per_image,
 )
 
 __all__ = ["ModeWeightedGEDMetric", "compute_mode_weighted_ged", "compute_mode_weighted_ged_terms"]
@@ -133,7 +131,7 @@ def compute_mode_weighted_ged(
     return 2.0 * cross - samples - modes_term
 
 
-class ModeWeightedGEDMetric(CumulativeIterationMetric):
+class ModeWeightedGEDMetric(GEDTermsMetric):
     """Accumulate the mode-weighted GED^2 per image over iterations; ``aggregate()`` returns the mean.
 
     Call as ``metric(y_pred=samples, y=modes, mode_weights=w)``: ``samples`` ``(B, S, *spatial)`` integer label maps
@@ -149,6 +147,8 @@ class ModeWeightedGEDMetric(CumulativeIterationMetric):
         reduction: MONAI reduction of the per-image values in ``aggregate`` (default ``"mean"``).
         get_not_nans: if true, ``aggregate`` returns ``(value, number of non-NaN images)``.
     """
+
+    term_names = ("ged", "cross", "samples", "modes")
 
     def __init__(
         self,
@@ -181,20 +181,3 @@ class ModeWeightedGEDMetric(CumulativeIterationMetric):
             y_pred = _labels_from_probabilities(y_pred, None, binary=False)
         cross, samples, modes_term = compute_mode_weighted_ged_terms(y_pred, y, weights, self.classes)
         return [2.0 * cross - samples - modes_term, cross, samples, modes_term]
-
-    def __call__(self, y_pred: Any, y: Any = None, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
-        """Compute the GED^2 of one batch, add it (and its terms) to the buffers and return the ``(B,)`` GED^2."""
-        ged, *_ = super().__call__(y_pred=y_pred, y=y, **kwargs)
-        return ged
-
-    def aggregate(
-        self, reduction: MetricReduction | str | None = None
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        """Reduce the GED^2 of every image seen so far (all DDP ranks), by default to their mean."""
-        ged = _all_buffers(self)[0]
-        f = reduce_per_image(ged, reduction or self.reduction)
-        return (f, (~torch.isnan(ged)).sum().float()) if self.get_not_nans else f
-
-    def aggregate_terms(self) -> dict[str, torch.Tensor]:
-        """Mean over all images of each term: ``{"ged", "cross", "samples", "modes"}`` (0-dim tensors)."""
-        return {k: v.nanmean() for k, v in zip(("ged", "cross", "samples", "modes"), _all_buffers(self))}
