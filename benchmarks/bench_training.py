@@ -15,6 +15,8 @@ networks and losses, fp32, contiguous memory, F under ``torch.no_grad``. Variant
 - ``engine`` / ``engine_bf16``: ``monai_car.engines.RefinementTrainer``'s own iteration (its D schedule set to
   update D every iteration, like the others), without and with its AMP (bfloat16 autocast on CPU); stage 1:
   ``CalibrationTrainer``'s;
+- ``engine_two_pass`` / ``engine_two_pass_bf16``: the trainer with ``sample_chunk_size=--sample-chunk`` (the two-pass
+  update adopted into the library);
 - ``compile`` (full mode, M = 5, separate bounded process): ``torch.compile`` on G.
 
 Peak memory: CPU, ``ru_maxrss`` of a fresh process per (M, variant) running one iteration; CUDA,
@@ -76,6 +78,8 @@ STAGE2_VARIANTS = (
     "bf16_autocast",
     "two_pass",
     "two_pass_bf16",
+    "engine_two_pass",
+    "engine_two_pass_bf16",
 )
 STAGE1_VARIANTS = ("baseline", "engine", "channels_last", "bf16_autocast")
 
@@ -202,7 +206,9 @@ def stage2_iteration(st: Stage2, num_samples: int, variant: str = "baseline", sa
     return loss_g.detach()
 
 
-def _engine_iteration(st: Stage2, num_samples: int, amp: bool = False) -> Callable[[], object] | None:
+def _engine_iteration(
+    st: Stage2, num_samples: int, amp: bool = False, sample_chunk_size: int | None = None
+) -> Callable[[], object] | None:
     """``RefinementTrainer``'s own iteration on the same networks and batch (D updated every iteration, as in the
     other variants), or ``None`` when the engine is not there."""
     try:
@@ -226,6 +232,7 @@ def _engine_iteration(st: Stage2, num_samples: int, amp: bool = False) -> Callab
         r1_weight=R1_WEIGHT,
         discriminator_schedule=DiscriminatorSchedule(update_iterations=1, frozen_iterations=0, accuracy_cap=None),
         amp=amp,
+        sample_chunk_size=sample_chunk_size,
     )
 
     def run() -> object:
@@ -289,8 +296,11 @@ def _stage2_callables(
     size, batch = args.size, args.batch
     for name in names:
         st = build_stage2(batch, size, device, args.seed, args.tiny, channels_last=name == "channels_last")
-        if name in ("engine", "engine_bf16"):
-            fn = _engine_iteration(st, m, amp=name == "engine_bf16")
+        if name.startswith("engine"):
+            two_pass = name.startswith("engine_two_pass")
+            if two_pass and m <= chunk:
+                continue
+            fn = _engine_iteration(st, m, amp=name.endswith("bf16"), sample_chunk_size=chunk if two_pass else None)
             if fn is not None:
                 fns[name] = fn
             continue

@@ -37,6 +37,7 @@ from .refinement_utils import (
     one_hot_label_map,
     repeat_per_sample,
 )
+from .two_pass import two_pass_step
 from .utils import (
     LogitsForward,
     as_plain,
@@ -113,6 +114,14 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         skip_invalid: leave out and report invalid cases (``engine.state.skipped_cases``) instead of raising.
         clip_grad_norm: max gradient norm (None: no clipping).
         chunk_size: the most rows of ``B * M`` per G pass (None: all in one).
+        sample_chunk_size: None (default): G's update back-propagates all ``B * M`` samples in one graph. An int
+            ``c >= 1``: bounded memory, at most ``B * c`` rows of G and D in a graph at once (any ``c``; the last
+            chunk may be smaller), for one extra G forward without a graph (:mod:`monai_car.engines.two_pass`). The
+            gradient is exact for ``L_G`` over samples generated ``c`` per image at a time: what changes is only that
+            G's training-mode batch norm normalises each chunk with its own statistics (and updates its running
+            statistics once per chunk) and each chunk draws its own dropout masks; with ``c >= M`` it is the single
+            pass. D's update and its accuracy still see all ``M`` samples. Not supported under DDP
+            (``NotImplementedError``).
         seed: the one seed of the run (see :class:`ResumableTrainerMixin`).
         seed_data: seed data order and augmentation per epoch.
         image_key, grader_key, labels_key, case_key: batch keys.
@@ -147,6 +156,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         skip_invalid: bool = False,
         clip_grad_norm: float | None = None,
         chunk_size: int | None = None,
+        sample_chunk_size: int | None = None,
         seed: int = 0,
         seed_data: bool = True,
         image_key: str = CarKeys.IMAGE,
@@ -174,7 +184,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
     ) -> None:
         check_refinement_args(
             network, discriminator, g_optimizer, d_optimizer, f_optimizer, train_calibration, num_samples,
-            generator_loss, discriminator_schedule, clip_grad_norm,
+            generator_loss, discriminator_schedule, clip_grad_norm, sample_chunk_size,
             {"adversarial_weight": adversarial_weight, "calibration_weight": calibration_weight,
              "r1_weight": r1_weight, "calibration_ce_weight": calibration_ce_weight},
         )  # fmt: skip
@@ -213,6 +223,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         self._schedule_given = discriminator_schedule is not None
         self.ignore_index, self.num_graders = ignore_index, num_graders
         self.skip_invalid, self.clip_grad_norm, self.chunk_size = skip_invalid, clip_grad_norm, chunk_size
+        self.sample_chunk_size = sample_chunk_size
         self.image_key, self.grader_key, self.labels_key, self.case_key = image_key, grader_key, labels_key, case_key
         self.optim_set_to_none = optim_set_to_none
         self.calibration_loss = CalibrationLoss(clamp=calibration_clamp)
@@ -224,6 +235,11 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         self.state.skipped_cases = {}
         # DDP: wrap what is trained; the sampling path goes through the wrapped G
         use_ddp = bool(ddp) or (ddp is None and is_distributed())
+        if use_ddp and sample_chunk_size is not None:
+            raise NotImplementedError(
+                "sample_chunk_size (the two-pass G update) is not supported under DDP: its several G backward passes "
+                "per step are not synchronised as one; use sample_chunk_size=None (or chunk_size / AMP for memory)."
+            )
         self._g_train: nn.Module = wrap_ddp(self.refinement_net, device, ddp_kwargs) if use_ddp else self.refinement_net
         self._d_train: nn.Module = wrap_ddp(self.discriminator, device, ddp_kwargs) if use_ddp else self.discriminator
         f_net: nn.Module = LogitsForward(self.calibration_net) if f_logits else self.calibration_net
@@ -307,7 +323,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         device = engine.state.device
         x = as_plain(batch[self.image_key]).to(device=device, non_blocking=self.non_blocking).float()
         y = as_plain(batch[self.grader_key]).to(device=device, non_blocking=self.non_blocking).long()
-        b, m, k, sp = x.shape[0], self.num_samples, self.network.num_classes, tuple(x.shape[2:])
+        b, k = x.shape[0], self.network.num_classes
         valid = (y != self.ignore_index) if self.ignore_index is not None else None  # (B, 1, *spatial)
         out: dict[str, Any] = {self.image_key: x, self.grader_key: y}
         engine.state.output = out
@@ -326,7 +342,53 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
                 probs = self.calibration_net(x).float()
         out[CarKeys.CALIBRATION] = probs
 
-        # G: M samples per image in one batched pass
+        # G (and F): one batched pass, or two passes over chunks of samples (bounded memory)
+        g_args = (engine, x, y, probs, valid, loss_ce_f)
+        g_out = self._generator_step(*g_args) if self.sample_chunk_size is None else two_pass_step(self, *g_args)
+        fake_in, fake_logits, loss_g, loss_adv, loss_cal, loss_refine_ce = g_out
+
+        # D: accuracy before the update decides, with the schedule, whether it is updated
+        real_in = torch.cat([x, one_hot_label_map(y, k, valid)], dim=1)
+        fake_logits = fake_logits.detach()
+        with torch.no_grad():
+            real_logits = self.discriminator(real_in).float()
+        acc_real, acc_fake = discriminator_accuracies(real_logits, fake_logits)
+        accuracy = all_reduce_mean(0.5 * (acc_real + acc_fake), device)
+        loss_d_bce = discriminator_adversarial_loss(real_logits, fake_logits)
+        update_d = self.discriminator_schedule.should_update(int(engine.state.iteration), accuracy)
+        loss_d = loss_r1 = None
+        if update_d:  # float32, no autocast: R1's double backward is fragile in half precision
+            loss_d, loss_r1 = discriminator_step(
+                engine, self._d_train, self.d_optimizer, real_in, fake_in.detach(), self.r1_weight,
+                lambda: self._clip(self.d_optimizer, self.discriminator, scaled=False), self.optim_set_to_none,
+            )  # fmt: skip
+        engine.state.output = as_floats(
+            {
+                K.LOSS: loss_g, K.LOSS_ADV: loss_adv, K.LOSS_CAL: loss_cal, K.LOSS_REFINE_CE: loss_refine_ce,
+                K.LOSS_CE_F: loss_ce_f, K.LOSS_D: loss_d, K.LOSS_D_BCE: loss_d_bce, K.LOSS_R1: loss_r1,
+                K.D_ACCURACY: accuracy, K.D_ACCURACY_REAL: acc_real, K.D_ACCURACY_FAKE: acc_fake,
+                K.D_UPDATED: float(update_d), K.LR_G: learning_rate(self.g_optimizer),
+                K.LR_D: learning_rate(self.d_optimizer), K.LR_F: learning_rate(self.f_optimizer),
+                K.NUM_CASES: b, K.SKIPPED: 0,
+            }
+        )  # fmt: skip
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+    def _generator_step(
+        self,
+        engine: Engine,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        probs: torch.Tensor,
+        valid: torch.Tensor | None,
+        loss_ce_f: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, ...]:
+        """G's (and F's) update from all ``B * M`` samples in one graph; returns D's fake inputs, their logits and the
+        losses."""
+        device = engine.state.device
+        out = engine.state.output
+        b, m, k, sp = x.shape[0], self.num_samples, self.network.num_classes, tuple(x.shape[2:])
         self.refinement_net.train()
         self.noise_generator.manual_seed(self.iteration_seed(engine.state.iteration, "noise"))
         with self._autocast(device):
@@ -361,47 +423,30 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         engine.fire_event(AdversarialIterationEvents.GENERATOR_LOSS_COMPLETED)
 
-        optimizers = [self.g_optimizer] + ([self.f_optimizer] if self.train_calibration else [])
-        modules = [self.refinement_net] + ([self.calibration_net] if self.train_calibration else [])
-        for opt in optimizers:
+        self._zero_generator_grads()
+        self._backward(total)
+        self._generator_optimizer_step(engine)
+        return fake_in, fake_logits.detach(), loss_g, loss_adv, loss_cal, loss_refine_ce
+
+    def _zero_generator_grads(self) -> None:
+        for opt in [self.g_optimizer] + ([self.f_optimizer] if self.train_calibration else []):
             opt.zero_grad(set_to_none=self.optim_set_to_none)
-        (self.scaler.scale(total) if self.scaler is not None else total).backward()
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def _generator_optimizer_step(self, engine: Engine) -> None:
+        """After G's (and F's) gradients are in: fire the backward events, clip, step, fire the model event."""
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         engine.fire_event(AdversarialIterationEvents.GENERATOR_BACKWARD_COMPLETED)
+        optimizers = [self.g_optimizer] + ([self.f_optimizer] if self.train_calibration else [])
+        modules = [self.refinement_net] + ([self.calibration_net] if self.train_calibration else [])
         for opt, module in zip(optimizers, modules):
             self._clip(opt, module)
             self.scaler.step(opt) if self.scaler is not None else opt.step()
         if self.scaler is not None:
             self.scaler.update()
         engine.fire_event(AdversarialIterationEvents.GENERATOR_MODEL_COMPLETED)
-
-        # D: accuracy before the update decides, with the schedule, whether it is updated
-        real_in = torch.cat([x, one_hot_label_map(y, k, valid)], dim=1)
-        fake_logits = fake_logits.detach()
-        with torch.no_grad():
-            real_logits = self.discriminator(real_in).float()
-        acc_real, acc_fake = discriminator_accuracies(real_logits, fake_logits)
-        accuracy = all_reduce_mean(0.5 * (acc_real + acc_fake), device)
-        loss_d_bce = discriminator_adversarial_loss(real_logits, fake_logits)
-        update_d = self.discriminator_schedule.should_update(int(engine.state.iteration), accuracy)
-        loss_d = loss_r1 = None
-        if update_d:  # float32, no autocast: R1's double backward is fragile in half precision
-            loss_d, loss_r1 = discriminator_step(
-                engine, self._d_train, self.d_optimizer, real_in, fake_in.detach(), self.r1_weight,
-                lambda: self._clip(self.d_optimizer, self.discriminator, scaled=False), self.optim_set_to_none,
-            )  # fmt: skip
-        engine.state.output = as_floats(
-            {
-                K.LOSS: loss_g, K.LOSS_ADV: loss_adv, K.LOSS_CAL: loss_cal, K.LOSS_REFINE_CE: loss_refine_ce,
-                K.LOSS_CE_F: loss_ce_f, K.LOSS_D: loss_d, K.LOSS_D_BCE: loss_d_bce, K.LOSS_R1: loss_r1,
-                K.D_ACCURACY: accuracy, K.D_ACCURACY_REAL: acc_real, K.D_ACCURACY_FAKE: acc_fake,
-                K.D_UPDATED: float(update_d), K.LR_G: learning_rate(self.g_optimizer),
-                K.LR_D: learning_rate(self.d_optimizer), K.LR_F: learning_rate(self.f_optimizer),
-                K.NUM_CASES: b, K.SKIPPED: 0,
-            }
-        )  # fmt: skip
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        return engine.state.output
 
     def _clip(self, optimizer: Optimizer, module: nn.Module, scaled: bool = True) -> None:
         if self.clip_grad_norm is None:

@@ -112,6 +112,7 @@ def check_refinement_args(
     generator_loss: str,
     schedule: Any,
     clip_grad_norm: float | None,
+    sample_chunk_size: int | None,
     weights: Mapping[str, float],
 ) -> None:
     """Validate the RefinementTrainer's arguments, with messages that say what to change."""
@@ -134,6 +135,13 @@ def check_refinement_args(
         raise TypeError(f"discriminator_schedule must be a DiscriminatorSchedule, got {type(schedule).__name__}.")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
         raise ValueError(f"clip_grad_norm must be positive or None, got {clip_grad_norm!r}.")
+    if sample_chunk_size is not None and (
+        isinstance(sample_chunk_size, bool) or not isinstance(sample_chunk_size, int) or sample_chunk_size < 1
+    ):
+        raise ValueError(
+            f"sample_chunk_size must be None (single pass) or a positive int (samples per image per chunk), "
+            f"got {sample_chunk_size!r}."
+        )
     for name, w in weights.items():
         if not float(w) >= 0:
             raise ValueError(f"{name} must be a non-negative number, got {w!r}.")

@@ -1,0 +1,237 @@
+"""Stage 2's generator update with bounded memory: two passes over chunks of samples, with the exact gradient.
+
+``L_G = w_adv * L_adv + w_2 * L_2`` where ``L_2`` (the calibration loss, or the refine cross entropy) may couple the
+``M`` samples of an image (``L_cal`` through their mean), so the samples cannot simply be back-propagated chunk by
+chunk. :func:`draw_samples` draws all ``M`` samples per image without a graph, ``c`` samples per image at a time
+(``B * c`` rows per G pass), remembering the global RNG state before each chunk; the caller takes
+``g = d(w_2 L_2) / d samples`` on the detached samples; :func:`replay_generator_backward` recomputes each chunk with a
+graph -- same noise, same dropout masks through the replayed RNG state -- and back-propagates
+``w_adv * L_adv(chunk) + <s_chunk, g_chunk>``, whose gradient is exactly the chunk's share of ``d L_G``. At most
+``B * c`` rows of G (and D) are in a graph at once; the cost is one extra G forward without a graph.
+
+What equals what: the result is the gradient of a single-pass ``L_G`` over samples *generated chunk by chunk* (G's
+training-mode batch norm normalises each chunk with its own statistics, and each chunk draws its own dropout masks).
+With ``sample_chunk_size >= M`` that is the plain single pass, up to float rounding. Batch-norm running statistics are
+updated once per chunk, by the graph pass only (the no-graph pass restores them), as a chunk-by-chunk single pass would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+from monai.engines.utils import IterationEvents
+from monai.utils import AdversarialIterationEvents
+from torch import nn
+
+from monai_car.losses import generator_adversarial_loss
+from monai_car.networks import CARNet
+from monai_car.utils.enums import CarKeys
+
+from .refinement_utils import repeat_per_sample
+from .utils import RefinementKeys as K
+from .utils import frozen_parameters
+
+__all__ = ["chunk_starts", "draw_samples", "replay_generator_backward", "two_pass_step"]
+
+RngState = tuple[torch.Tensor, "torch.Tensor | None"]
+
+
+def chunk_starts(num_samples: int, sample_chunk_size: int) -> list[tuple[int, int]]:
+    """``(start, size)`` of each chunk of ``num_samples`` samples, ``sample_chunk_size`` each (the last may be
+    smaller)."""
+    step = min(int(sample_chunk_size), int(num_samples))
+    return [(j, min(step, num_samples - j)) for j in range(0, num_samples, step)]
+
+
+def _rng_state(device: torch.device) -> RngState:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: RngState, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _norm_buffers(module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(buffer, copy)`` for every batch-norm running statistic, to undo the no-graph pass's updates."""
+    saved = []
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            for buf in (m.running_mean, m.running_var, m.num_batches_tracked):
+                if buf is not None:
+                    saved.append((buf, buf.detach().clone()))
+    return saved
+
+
+def draw_samples(
+    sampler: CARNet,
+    x: torch.Tensor,
+    probs: torch.Tensor,
+    noise: torch.Tensor,
+    sample_chunk_size: int,
+    chunk_size: int | None,
+    autocast: Callable[[], AbstractContextManager[Any]],
+) -> tuple[torch.Tensor, list[RngState]]:
+    """Pass 1: all samples, chunk by chunk, without a graph; G's batch-norm running statistics are left untouched.
+
+    Args:
+        sampler: the CARNet whose ``sample`` runs G (in training mode).
+        x: images ``(B, C, *spatial)``.
+        probs: F's probabilities ``(B, K, *spatial)``.
+        noise: ``(B, M, noise_dim)``.
+        sample_chunk_size: samples per image in one chunk (``B * c`` rows).
+        chunk_size: the most rows per G forward inside a chunk (``CARNet.sample``'s ``chunk_size``).
+        autocast: a context-manager factory (AMP or a null context).
+
+    Returns:
+        ``(samples, states)``: float32 ``(B, M, K, *spatial)`` samples without a graph, and the global RNG state
+        before each chunk, for :func:`replay_generator_backward`.
+    """
+    m = noise.shape[1]
+    states: list[RngState] = []
+    parts = []
+    saved = _norm_buffers(sampler.refinement_net)
+    with torch.no_grad():
+        for j, c in chunk_starts(m, sample_chunk_size):
+            states.append(_rng_state(x.device))
+            with autocast():
+                s = sampler.sample(x, c, chunk_size=chunk_size, calibration_probs=probs, noise=noise[:, j : j + c])
+            parts.append(s.float())
+        for buf, copy in saved:
+            buf.copy_(copy)
+    return torch.cat(parts, dim=1), states
+
+
+def replay_generator_backward(
+    sampler: CARNet,
+    discriminator: nn.Module,
+    x: torch.Tensor,
+    probs: torch.Tensor,
+    noise: torch.Tensor,
+    states: list[RngState],
+    sample_chunk_size: int,
+    chunk_size: int | None,
+    sample_grad: torch.Tensor,
+    adversarial_weight: float,
+    valid: torch.Tensor | None,
+    autocast: Callable[[], AbstractContextManager[Any]],
+    backward: Callable[[torch.Tensor], None],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pass 2: each chunk again with a graph, back-propagating its share of ``L_G`` into G's ``.grad``.
+
+    D's parameters get no gradient. The global RNG ends in the state pass 1 left it in.
+
+    Args:
+        sampler, x, probs, noise, sample_chunk_size, chunk_size, autocast: as for :func:`draw_samples`.
+        discriminator: D, ``(N, C + K, *spatial) -> (N, ...)`` logits; it must treat rows independently (no batch
+            norm, or any layer mixing rows) for ``L_adv`` to be the single pass's.
+        states: the RNG states :func:`draw_samples` returned.
+        sample_grad: ``d(w_2 L_2) / d samples``, ``(B, M, K, *spatial)`` float32.
+        adversarial_weight: ``w_adv``.
+        valid: ``(B, 1, *spatial)`` mask of non-void pixels (void pixels are zeroed in D's input), or None.
+        backward: called with each chunk's surrogate loss (e.g. scales it for a ``GradScaler``, then ``.backward()``).
+
+    Returns:
+        ``(fake_logits, loss_adv)``: D's detached logits of all ``B * M`` samples in ``CARNet.sample``'s flattened
+        order (row ``b * M + m``) and the detached ``L_adv`` over all of them.
+    """
+    b, m = x.shape[0], noise.shape[1]
+    logits_parts, loss_adv = [], torch.zeros((), device=x.device)
+    final_state = _rng_state(x.device)
+    with frozen_parameters(discriminator):
+        for (j, c), state in zip(chunk_starts(m, sample_chunk_size), states):
+            _set_rng_state(state, x.device)
+            with autocast():
+                s = sampler.sample(x, c, chunk_size=chunk_size, calibration_probs=probs, noise=noise[:, j : j + c])
+            s = s.float()  # (B, c, K, *spatial)
+            fake = s.reshape(b * c, *s.shape[2:])
+            fake = fake if valid is None else fake * repeat_per_sample(valid, c)
+            with autocast():
+                logits = discriminator(torch.cat([repeat_per_sample(x, c), fake], dim=1))
+            logits = logits.float()
+            l_adv = generator_adversarial_loss(logits) * (c / m)  # this chunk's share of the mean over all rows
+            backward(adversarial_weight * l_adv + (s * sample_grad[:, j : j + c]).sum())
+            loss_adv = loss_adv + l_adv.detach()
+            logits_parts.append(logits.detach().reshape(b, c, *logits.shape[1:]))
+    _set_rng_state(final_state, x.device)
+    fake_logits = torch.cat(logits_parts, dim=1)
+    return fake_logits.reshape(b * m, *fake_logits.shape[2:]), loss_adv
+
+
+def two_pass_step(
+    trainer: Any,
+    engine: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    probs: torch.Tensor,
+    valid: torch.Tensor | None,
+    loss_ce_f: torch.Tensor | None,
+) -> tuple[torch.Tensor, ...]:
+    """The :class:`~monai_car.engines.RefinementTrainer`'s G (and F) update with ``sample_chunk_size`` set.
+
+    Same noise, losses, events and output as the single pass (see the module docstring for what "same" means under
+    dropout and batch norm); ``engine.state.output``'s live tensors (``samples``, the G losses) carry no graph.
+
+    Args:
+        trainer: the RefinementTrainer.
+        engine: the engine (the trainer itself).
+        x: images ``(B, C, *spatial)``; y: one grader's labels ``(B, 1, *spatial)``.
+        probs: F's detached probabilities ``(B, K, *spatial)``.
+        valid: non-void mask ``(B, 1, *spatial)`` or None.
+        loss_ce_f: F's cross entropy when F is trained jointly (back-propagated once, on its own), else None.
+
+    Returns:
+        D's fake inputs ``(B * M, C + K, *spatial)`` (no graph), their detached logits, and the detached
+        ``loss_g``, ``loss_adv``, ``loss_cal`` and ``loss_refine_ce`` (None with the calibration loss).
+    """
+    device, out = engine.state.device, engine.state.output
+    b, m, k = x.shape[0], trainer.num_samples, trainer.network.num_classes
+    net, chunk, rows = trainer._sampler, trainer.sample_chunk_size, trainer.chunk_size
+    trainer.refinement_net.train()
+    trainer.noise_generator.manual_seed(trainer.iteration_seed(engine.state.iteration, "noise"))
+    noise = trainer.network.sample_noise(b * m, generator=trainer.noise_generator, device=device, dtype=x.dtype)
+    noise = noise.view(b, m, -1)  # what CARNet.sample draws from the same generator
+    autocast = lambda: trainer._autocast(device)  # noqa: E731
+    samples, states = draw_samples(net, x, probs, noise, chunk, rows, autocast)
+    out[CarKeys.SAMPLES] = samples
+    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+    engine.fire_event(AdversarialIterationEvents.GENERATOR_FORWARD_COMPLETED)
+
+    # the gradient of the weighted second loss w.r.t. every sample (it may couple the M samples of an image)
+    leaf = samples.detach().requires_grad_(True)
+    use_cal = trainer.generator_loss == "calibration"
+    with contextlib.nullcontext() if use_cal else torch.no_grad():
+        loss_cal = trainer.calibration_loss(leaf, probs, mask=valid)
+    loss_refine_ce = None
+    if not use_cal:
+        flat = leaf.reshape(b * m, *leaf.shape[2:])
+        loss_refine_ce = trainer.refine_ce_loss(flat, repeat_per_sample(y, m))
+    second = loss_cal if use_cal else loss_refine_ce
+    (sample_grad,) = torch.autograd.grad(trainer.calibration_weight * second, leaf)
+
+    trainer._zero_generator_grads()
+    if loss_ce_f is not None:
+        trainer._backward(trainer.calibration_ce_weight * loss_ce_f)
+    trainer.discriminator.train()
+    fake_logits, loss_adv = replay_generator_backward(
+        net, trainer.discriminator, x, probs, noise, states, chunk, rows, sample_grad,
+        trainer.adversarial_weight, valid, autocast, trainer._backward,
+    )  # fmt: skip
+    engine.fire_event(AdversarialIterationEvents.GENERATOR_DISCRIMINATOR_FORWARD_COMPLETED)
+    loss_g = trainer.adversarial_weight * loss_adv + trainer.calibration_weight * second.detach()
+    loss_cal = loss_cal.detach()
+    out.update({K.LOSS: loss_g, K.LOSS_ADV: loss_adv, K.LOSS_CAL: loss_cal})
+    engine.fire_event(IterationEvents.LOSS_COMPLETED)
+    engine.fire_event(AdversarialIterationEvents.GENERATOR_LOSS_COMPLETED)
+    trainer._generator_optimizer_step(engine)
+
+    fake = samples.reshape(b * m, k, *x.shape[2:])
+    fake = fake if valid is None else fake * repeat_per_sample(valid, m)
+    fake_in = torch.cat([repeat_per_sample(x, m), fake], dim=1)
+    return fake_in, fake_logits, loss_g, loss_adv, loss_cal, loss_refine_ce
