@@ -20,7 +20,6 @@ from monai_car.losses import (
     CalibrationLoss,
     MaskedCrossEntropyLoss,
     discriminator_adversarial_loss,
-    generator_adversarial_loss,
 )
 from monai_car.networks import CARNet
 from monai_car.utils.distributed import all_reduce_mean, is_distributed, wrap_ddp
@@ -35,15 +34,14 @@ from .refinement_utils import (
     discriminator_step,
     learning_rate,
     one_hot_label_map,
-    repeat_per_sample,
 )
+from .single_pass import single_pass_step
 from .two_pass import two_pass_step
 from .utils import (
     LogitsForward,
     as_plain,
     attach_progress_bar,
     check_batch,
-    frozen_parameters,
     merge_checkpoint_entries,
     usable_cases,
 )
@@ -344,7 +342,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
 
         # G (and F): one batched pass, or two passes over chunks of samples (bounded memory)
         g_args = (engine, x, y, probs, valid, loss_ce_f)
-        g_out = self._generator_step(*g_args) if self.sample_chunk_size is None else two_pass_step(self, *g_args)
+        g_out = single_pass_step(self, *g_args) if self.sample_chunk_size is None else two_pass_step(self, *g_args)
         fake_in, fake_logits, loss_g, loss_adv, loss_cal, loss_refine_ce = g_out
 
         # D: accuracy before the update decides, with the schedule, whether it is updated
@@ -374,59 +372,6 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         )  # fmt: skip
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
-
-    def _generator_step(
-        self,
-        engine: Engine,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        probs: torch.Tensor,
-        valid: torch.Tensor | None,
-        loss_ce_f: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, ...]:
-        """G's (and F's) update from all ``B * M`` samples in one graph; returns D's fake inputs, their logits and the
-        losses."""
-        device = engine.state.device
-        out = engine.state.output
-        b, m, k, sp = x.shape[0], self.num_samples, self.network.num_classes, tuple(x.shape[2:])
-        self.refinement_net.train()
-        self.noise_generator.manual_seed(self.iteration_seed(engine.state.iteration, "noise"))
-        with self._autocast(device):
-            samples = self._sampler.sample(
-                x, m, generator=self.noise_generator, chunk_size=self.chunk_size, calibration_probs=probs
-            )
-        samples = samples.float()  # (B, M, K, *spatial)
-        out[CarKeys.SAMPLES] = samples
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        engine.fire_event(AdversarialIterationEvents.GENERATOR_FORWARD_COMPLETED)
-
-        fake = samples.reshape(b * m, k, *sp)
-        masked_fake = fake if valid is None else fake * repeat_per_sample(valid, m)  # void pixels carry no signal
-        fake_in = torch.cat([repeat_per_sample(x, m), masked_fake], dim=1)
-        self.discriminator.train()
-        with frozen_parameters(self.discriminator), self._autocast(device):
-            fake_logits = self.discriminator(fake_in)  # gradients reach G only
-        fake_logits = fake_logits.float()
-        engine.fire_event(AdversarialIterationEvents.GENERATOR_DISCRIMINATOR_FORWARD_COMPLETED)
-
-        loss_adv = generator_adversarial_loss(fake_logits)
-        use_cal = self.generator_loss == "calibration"
-        with contextlib.nullcontext() if use_cal else torch.no_grad():
-            loss_cal = self.calibration_loss(samples, probs, mask=valid)
-        loss_refine_ce = None
-        if not use_cal:
-            loss_refine_ce = self.refine_ce_loss(fake, repeat_per_sample(y, m))
-        second = loss_cal if use_cal else loss_refine_ce
-        loss_g = self.adversarial_weight * loss_adv + self.calibration_weight * second
-        total = loss_g if loss_ce_f is None else loss_g + self.calibration_ce_weight * loss_ce_f
-        out.update({K.LOSS: loss_g, K.LOSS_ADV: loss_adv, K.LOSS_CAL: loss_cal})
-        engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        engine.fire_event(AdversarialIterationEvents.GENERATOR_LOSS_COMPLETED)
-
-        self._zero_generator_grads()
-        self._backward(total)
-        self._generator_optimizer_step(engine)
-        return fake_in, fake_logits.detach(), loss_g, loss_adv, loss_cal, loss_refine_ce
 
     def _zero_generator_grads(self) -> None:
         for opt in [self.g_optimizer] + ([self.f_optimizer] if self.train_calibration else []):
