@@ -10,9 +10,12 @@ the benchmark then compares the library's own paths.
   samples cannot simply be back-propagated chunk by chunk. Pass 1 draws all M samples without a graph and takes
   ``g = d(w_cal L_cal)/d mean``; pass 2 recomputes each chunk with a graph (same noise, same dropout masks through a
   replayed RNG state) and back-propagates ``w_adv L_adv(chunk) + <s_chunk, g> / M``, whose gradient is exactly the
-  chunk's share of ``d L_G``. Cost: one extra G forward without a graph.
+  chunk's share of ``d L_G``. Cost: one extra G forward without a graph. Since adopted as
+  ``RefinementTrainer(sample_chunk_size=...)`` (``monai_car.engines.two_pass``, measured as ``engine_two_pass``); this
+  standalone copy stays as the ``two_pass`` variant of ``bench_training.py`` and shares the library's RNG/batch-norm
+  helpers.
 
-Adopted, and so no longer here: G's noise-free work once per image when sampling in eval mode
+Also adopted, and so no longer here: G's noise-free work once per image when sampling in eval mode
 (``RefinementUNet.forward_multi``, used by ``CARNet.sample``), and the metrics' pair counts over each image's
 foreground window (``monai_car.metrics``).
 """
@@ -26,32 +29,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from monai_car.engines.two_pass import _norm_buffers, _rng_state, _set_rng_state  # the adopted helpers
 from monai_car.losses import CalibrationLoss
 from monai_car.networks import CARNet
 
 __all__ = ["two_pass_generator_step"]
-
-
-def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
-
-def _norm_buffers(module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(buffer, copy) for every batch-norm running statistic, to undo the no-graph pass's updates."""
-    saved = []
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            for buf in (m.running_mean, m.running_var, m.num_batches_tracked):
-                if buf is not None:
-                    saved.append((buf, buf.detach().clone()))
-    return saved
 
 
 def two_pass_generator_step(
