@@ -34,6 +34,7 @@ from .refinement_utils import (
     discriminator_step,
     learning_rate,
     one_hot_label_map,
+    repeat_per_sample,
 )
 from .single_pass import single_pass_step
 from .two_pass import two_pass_step
@@ -313,6 +314,22 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
             return self._skipped_output(len(check.names))
         with self.iteration_rng(engine):
             return self._train_step(engine, batchdata)
+
+    def _second_loss(
+        self, samples: torch.Tensor, probs: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """``(loss_cal, loss_refine_ce, second)``: the calibration loss of ``samples`` ``(B, M, K, *spatial)`` against
+        F's ``probs`` (logged, and G's second loss unless ``generator_loss="refine_ce"``, when it has no graph), the
+        refine cross entropy against the grader ``y`` (None with the calibration loss), and the one weighted into G's
+        loss."""
+        use_cal = self.generator_loss == "calibration"
+        with contextlib.nullcontext() if use_cal else torch.no_grad():
+            loss_cal = self.calibration_loss(samples, probs, mask=valid)
+        if use_cal:
+            return loss_cal, None, loss_cal
+        b, m = samples.shape[:2]
+        loss_refine_ce = self.refine_ce_loss(samples.reshape(b * m, *samples.shape[2:]), repeat_per_sample(y, m))
+        return loss_cal, loss_refine_ce, loss_refine_ce
 
     def _autocast(self, device: torch.device) -> Any:
         return torch.autocast(device.type, **self.amp_kwargs) if self.amp else contextlib.nullcontext()

@@ -22,6 +22,7 @@ __all__ = [
     "discriminator_step",
     "learning_rate",
     "discriminator_accuracies",
+    "fake_discriminator_input",
     "one_hot_label_map",
     "repeat_per_sample",
 ]
@@ -36,6 +37,22 @@ def repeat_per_sample(x: torch.Tensor, num_samples: int) -> torch.Tensor:
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1 or x.ndim < 1:
         raise ValueError(f"need a batch-first tensor and num_samples >= 1, got {tuple(x.shape)} and {num_samples!r}.")
     return x.unsqueeze(1).expand(x.shape[0], num_samples, *x.shape[1:]).reshape(-1, *x.shape[1:])
+
+
+def fake_discriminator_input(x: torch.Tensor, samples: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """D's input for G's samples: ``(B * S, C + K, *spatial)``, row ``b * S + s`` the image ``b`` concatenated with
+    its sample ``s``, zeroed on void pixels (``valid`` false) so that they carry no signal.
+
+    Args:
+        x: images ``(B, C, *spatial)``.
+        samples: ``(B, S, K, *spatial)`` probabilities.
+        valid: ``(B, 1, *spatial)`` non-void mask, or None.
+    """
+    b, s = samples.shape[:2]
+    fake = samples.reshape(b * s, *samples.shape[2:])
+    if valid is not None:
+        fake = fake * repeat_per_sample(valid, s)
+    return torch.cat([repeat_per_sample(x, s), fake], dim=1)
 
 
 def one_hot_label_map(y: torch.Tensor, num_classes: int, valid: torch.Tensor | None = None) -> torch.Tensor:

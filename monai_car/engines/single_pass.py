@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
@@ -13,7 +12,7 @@ from monai.utils import AdversarialIterationEvents
 from monai_car.losses import generator_adversarial_loss
 from monai_car.utils.enums import CarKeys
 
-from .refinement_utils import repeat_per_sample
+from .refinement_utils import fake_discriminator_input
 from .utils import RefinementKeys as K
 from .utils import frozen_parameters
 
@@ -45,21 +44,22 @@ def single_pass_step(
     """
     device = engine.state.device
     out = engine.state.output
-    b, m, k, sp = x.shape[0], trainer.num_samples, trainer.network.num_classes, tuple(x.shape[2:])
     trainer.refinement_net.train()
     trainer.noise_generator.manual_seed(trainer.iteration_seed(engine.state.iteration, "noise"))
     with trainer._autocast(device):
         samples = trainer._sampler.sample(
-            x, m, generator=trainer.noise_generator, chunk_size=trainer.chunk_size, calibration_probs=probs
+            x,
+            trainer.num_samples,
+            generator=trainer.noise_generator,
+            chunk_size=trainer.chunk_size,
+            calibration_probs=probs,
         )
     samples = samples.float()  # (B, M, K, *spatial)
     out[CarKeys.SAMPLES] = samples
     engine.fire_event(IterationEvents.FORWARD_COMPLETED)
     engine.fire_event(AdversarialIterationEvents.GENERATOR_FORWARD_COMPLETED)
 
-    fake = samples.reshape(b * m, k, *sp)
-    masked_fake = fake if valid is None else fake * repeat_per_sample(valid, m)  # void pixels carry no signal
-    fake_in = torch.cat([repeat_per_sample(x, m), masked_fake], dim=1)
+    fake_in = fake_discriminator_input(x, samples, valid)
     trainer.discriminator.train()
     with frozen_parameters(trainer.discriminator), trainer._autocast(device):
         fake_logits = trainer.discriminator(fake_in)  # gradients reach G only
@@ -67,13 +67,7 @@ def single_pass_step(
     engine.fire_event(AdversarialIterationEvents.GENERATOR_DISCRIMINATOR_FORWARD_COMPLETED)
 
     loss_adv = generator_adversarial_loss(fake_logits)
-    use_cal = trainer.generator_loss == "calibration"
-    with contextlib.nullcontext() if use_cal else torch.no_grad():
-        loss_cal = trainer.calibration_loss(samples, probs, mask=valid)
-    loss_refine_ce = None
-    if not use_cal:
-        loss_refine_ce = trainer.refine_ce_loss(fake, repeat_per_sample(y, m))
-    second = loss_cal if use_cal else loss_refine_ce
+    loss_cal, loss_refine_ce, second = trainer._second_loss(samples, probs, y, valid)
     loss_g = trainer.adversarial_weight * loss_adv + trainer.calibration_weight * second
     total = loss_g if loss_ce_f is None else loss_g + trainer.calibration_ce_weight * loss_ce_f
     out.update({K.LOSS: loss_g, K.LOSS_ADV: loss_adv, K.LOSS_CAL: loss_cal})

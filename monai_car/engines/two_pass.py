@@ -17,7 +17,6 @@ updated once per chunk, by the graph pass only (the no-graph pass restores them)
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -31,7 +30,7 @@ from monai_car.losses import generator_adversarial_loss
 from monai_car.networks import CARNet
 from monai_car.utils.enums import CarKeys
 
-from .refinement_utils import repeat_per_sample
+from .refinement_utils import fake_discriminator_input
 from .utils import RefinementKeys as K
 from .utils import frozen_parameters
 
@@ -150,10 +149,8 @@ def replay_generator_backward(
             with autocast():
                 s = sampler.sample(x, c, chunk_size=chunk_size, calibration_probs=probs, noise=noise[:, j : j + c])
             s = s.float()  # (B, c, K, *spatial)
-            fake = s.reshape(b * c, *s.shape[2:])
-            fake = fake if valid is None else fake * repeat_per_sample(valid, c)
             with autocast():
-                logits = discriminator(torch.cat([repeat_per_sample(x, c), fake], dim=1))
+                logits = discriminator(fake_discriminator_input(x, s, valid))
             logits = logits.float()
             l_adv = generator_adversarial_loss(logits) * (c / m)  # this chunk's share of the mean over all rows
             backward(adversarial_weight * l_adv + (s * sample_grad[:, j : j + c]).sum())
@@ -191,7 +188,7 @@ def two_pass_step(
         ``loss_g``, ``loss_adv``, ``loss_cal`` and ``loss_refine_ce`` (None with the calibration loss).
     """
     device, out = engine.state.device, engine.state.output
-    b, m, k = x.shape[0], trainer.num_samples, trainer.network.num_classes
+    b, m = x.shape[0], trainer.num_samples
     net, chunk, rows = trainer._sampler, trainer.sample_chunk_size, trainer.chunk_size
     trainer.refinement_net.train()
     trainer.noise_generator.manual_seed(trainer.iteration_seed(engine.state.iteration, "noise"))
@@ -205,14 +202,7 @@ def two_pass_step(
 
     # the gradient of the weighted second loss w.r.t. every sample (it may couple the M samples of an image)
     leaf = samples.detach().requires_grad_(True)
-    use_cal = trainer.generator_loss == "calibration"
-    with contextlib.nullcontext() if use_cal else torch.no_grad():
-        loss_cal = trainer.calibration_loss(leaf, probs, mask=valid)
-    loss_refine_ce = None
-    if not use_cal:
-        flat = leaf.reshape(b * m, *leaf.shape[2:])
-        loss_refine_ce = trainer.refine_ce_loss(flat, repeat_per_sample(y, m))
-    second = loss_cal if use_cal else loss_refine_ce
+    loss_cal, loss_refine_ce, second = trainer._second_loss(leaf, probs, y, valid)
     (sample_grad,) = torch.autograd.grad(trainer.calibration_weight * second, leaf)
 
     trainer._zero_generator_grads()
@@ -231,7 +221,4 @@ def two_pass_step(
     engine.fire_event(AdversarialIterationEvents.GENERATOR_LOSS_COMPLETED)
     trainer._generator_optimizer_step(engine)
 
-    fake = samples.reshape(b * m, k, *x.shape[2:])
-    fake = fake if valid is None else fake * repeat_per_sample(valid, m)
-    fake_in = torch.cat([repeat_per_sample(x, m), fake], dim=1)
-    return fake_in, fake_logits, loss_g, loss_adv, loss_cal, loss_refine_ce
+    return fake_discriminator_input(x, samples, valid), fake_logits, loss_g, loss_adv, loss_cal, loss_refine_ce
