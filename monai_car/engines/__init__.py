@@ -2,7 +2,8 @@
 
 - :class:`CalibrationTrainer`: stage 1, F alone with masked cross entropy (a MONAI ``SupervisedTrainer``).
 - :class:`RefinementTrainer`: stage 2, G and D (F frozen or joint), a MONAI ``Trainer`` like ``AdversarialTrainer``.
-- :class:`CAREvaluator`: F once and G with S draws per case; GED, HM-IoU and soft-target ECE over the whole set.
+- :class:`CAREvaluator`: F once and G with S draws per case; GED, HM-IoU, soft-target ECE and the
+  fidelity report of the hard samples over the whole set.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from .evaluator import SKIPPED_BATCH_KEY, CAREvaluator, lower_is_better
 from .metric_handlers import (
     CalibrationOutput,
     CARMetricHandler,
+    FidelityMetricHandler,
+    FidelityOutput,
     SampleMeanOutput,
     SamplesOutput,
     default_car_metrics,
@@ -36,6 +39,8 @@ __all__ = [
     "CARMetricHandler",
     "CalibrationOutput",
     "CalibrationTrainer",
+    "FidelityMetricHandler",
+    "FidelityOutput",
     "InvalidBatchError",
     "LogitsForward",
     "RefinementKeys",

@@ -63,7 +63,10 @@ class CAREvaluator(Evaluator):
     - ``hm_iou``: Hungarian-matched IoU;
     - ``ece``: soft-target ECE (fraction, not percent) of the sample mean, all pixels pooled, ``ece_bins`` bins;
       ``ece_calibration``: the same for F's probabilities. Reliability tables go to
-      ``engine.state.reliability_tables``, per-image values to ``engine.state.metric_details``.
+      ``engine.state.reliability_tables``, per-image values to ``engine.state.metric_details``;
+    - the fidelity report of the hard samples (:class:`~monai_car.metrics.FidelityMetric`): ``sample_sharpness``,
+      ``presence_ece`` (+ ``presence_ece_floor``, the noise floor of a perfect model with these graders),
+      ``hard_pixel_ece``, ``f_fit``, with the ``presence`` and ``hard_pixel`` reliability tables.
 
     Bad input: NaN/inf images, a wrong number of graders, labels off the image grid, or a case without labels while
     metrics are computed are an error naming the case; with ``skip_invalid=True`` such cases are left out of the outputs
@@ -79,6 +82,7 @@ class CAREvaluator(Evaluator):
         compute_metrics: attach the default metrics (and require labels).
         ged_sample_counts: further GEDs from the first ``n`` samples.
         ece_bins: ECE bins.
+        fidelity_num_samples: the first ``n`` samples make the fidelity report (None: all ``S``).
         num_graders: the required number of graders ``R`` (None: any ``R >= 1``).
         skip_invalid: leave out and report invalid cases instead of raising.
         image_key, labels_key, case_key: batch keys.
@@ -100,6 +104,7 @@ class CAREvaluator(Evaluator):
         compute_metrics: bool = True,
         ged_sample_counts: Sequence[int] = (),
         ece_bins: int = 10,
+        fidelity_num_samples: int | None = None,
         num_graders: int | None = None,
         skip_invalid: bool = False,
         image_key: str = CarKeys.IMAGE,
@@ -132,7 +137,7 @@ class CAREvaluator(Evaluator):
         if any(n < 1 or n > num_samples for n in counts):
             raise ValueError(f"ged_sample_counts {counts} must lie in [1, num_samples={num_samples}].")
         if compute_metrics and key_val_metric is None:
-            key_val_metric, defaults = default_car_metrics(network.num_classes, counts, ece_bins)
+            key_val_metric, defaults = default_car_metrics(network.num_classes, counts, ece_bins, fidelity_num_samples)
             additional_metrics = {**defaults, **(additional_metrics or {})}
         super().__init__(
             device=device,

@@ -11,6 +11,7 @@ from monai.metrics import CumulativeIterationMetric
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_car.metrics import (
+    FidelityMetric,
     GeneralizedEnergyDistanceMetric,
     HungarianMatchedIoUMetric,
     SoftTargetCalibrationErrorMetric,
@@ -22,7 +23,15 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["CARMetricHandler", "CalibrationOutput", "SampleMeanOutput", "SamplesOutput", "default_car_metrics"]
+__all__ = [
+    "CARMetricHandler",
+    "CalibrationOutput",
+    "FidelityMetricHandler",
+    "FidelityOutput",
+    "SampleMeanOutput",
+    "SamplesOutput",
+    "default_car_metrics",
+]
 
 
 class SamplesOutput:
@@ -50,6 +59,13 @@ class CalibrationOutput:
 
     def __call__(self, output: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         return output[CarKeys.CALIBRATION].clamp(0.0, 1.0), output[CarKeys.LABEL]
+
+
+class FidelityOutput:
+    """``(samples, labels, F's probabilities)`` from an evaluator output, for :class:`FidelityMetricHandler`."""
+
+    def __call__(self, output: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        return output[CarKeys.SAMPLES], output[CarKeys.LABEL], output.get(CarKeys.CALIBRATION)
 
 
 class CARMetricHandler(IgniteMetricHandler):
@@ -87,13 +103,67 @@ class CARMetricHandler(IgniteMetricHandler):
         return result
 
 
+class FidelityMetricHandler(CARMetricHandler):
+    """Ignite handler of :class:`~monai_car.metrics.FidelityMetric`: the fidelity report of an evaluation.
+
+    ``output_transform`` gives ``(samples, labels, calibration_probs)`` (default :class:`FidelityOutput`). At the end
+    of the run every figure of the report goes into ``engine.state.metrics`` under its own key
+    (:data:`~monai_car.metrics.FIDELITY_KEYS`: ``sample_sharpness``, ``presence_ece``, ``presence_ece_floor``, ...), so
+    that ``StatsHandler``, ``TensorBoardStatsHandler`` and the report writer show each one; the presence and hard-pixel
+    reliability tables go to ``engine.state.reliability_tables["presence"]`` / ``["hard_pixel"]``.
+
+    Args:
+        metric_fn: the fidelity metric (default: ``FidelityMetric()``).
+        output_transform: ``engine.state.output -> (samples, labels, calibration_probs)``.
+    """
+
+    def __init__(self, metric_fn: FidelityMetric | None = None, output_transform: Any = None) -> None:
+        metric_fn = FidelityMetric() if metric_fn is None else metric_fn
+        if not isinstance(metric_fn, FidelityMetric):
+            raise TypeError(f"metric_fn must be a monai_car.metrics.FidelityMetric, got {type(metric_fn).__name__}.")
+        super().__init__(metric_fn, FidelityOutput() if output_transform is None else output_transform, False)
+
+    def update(self, output: Sequence[Any]) -> None:
+        if len(output) != 3:
+            raise ValueError(f"output must be (samples, labels, calibration_probs), got {len(output)} items.")
+        samples, labels, probs = output
+        self.metric_fn(samples, labels, calibration_probs=probs)
+
+    def compute(self) -> Any:
+        values = self.metric_fn.aggregate()
+        self._is_reduced = True
+        if self._engine is not None:
+            tables = getattr(self._engine.state, "reliability_tables", None)
+            if tables is None:
+                tables = {}
+                self._engine.state.reliability_tables = tables
+            for name, table in self.metric_fn.reliability_tables().items():
+                tables[name] = {k: v.tolist() for k, v in table.items()}
+        return values
+
+    def completed(self, engine: Engine, name: str) -> None:
+        """Each figure under its own key in ``engine.state.metrics`` (not the whole dict under ``name``)."""
+        for key, value in self.compute().items():
+            engine.state.metrics[key] = value
+
+
 def default_car_metrics(
-    num_classes: int, ged_sample_counts: Sequence[int] = (), ece_bins: int = 10
+    num_classes: int,
+    ged_sample_counts: Sequence[int] = (),
+    ece_bins: int = 10,
+    fidelity_num_samples: int | None = None,
 ) -> tuple[dict[str, CARMetricHandler], dict[str, CARMetricHandler]]:
     """The evaluator's default metrics for binary segmentation (LIDC): key ``{"ged"}`` and the others.
 
+    Args:
+        num_classes: the network's classes (must be 2).
+        ged_sample_counts: further GEDs from the first ``n`` samples.
+        ece_bins: bins of the soft-target ECEs.
+        fidelity_num_samples: samples the fidelity report uses (the first ``n``; None: all).
+
     Returns:
-        ``(key_val_metric, additional_metrics)``: ``ged``; ``ged_<n>``, ``hm_iou``, ``ece``, ``ece_calibration``.
+        ``(key_val_metric, additional_metrics)``: ``ged``; ``ged_<n>``, ``hm_iou``, ``ece``, ``ece_calibration`` and
+        ``fidelity`` (whose figures land under their own keys, see :class:`FidelityMetricHandler`).
 
     Raises:
         ValueError: for ``num_classes != 2``: GED/HM-IoU compare binary foreground masks; pass your own metrics (e.g.
@@ -112,4 +182,5 @@ def default_car_metrics(
     extra["hm_iou"] = CARMetricHandler(HungarianMatchedIoUMetric(from_probabilities=True), SamplesOutput())
     extra["ece"] = CARMetricHandler(SoftTargetCalibrationErrorMetric(ece_bins), SampleMeanOutput())
     extra["ece_calibration"] = CARMetricHandler(SoftTargetCalibrationErrorMetric(ece_bins), CalibrationOutput())
+    extra["fidelity"] = FidelityMetricHandler(FidelityMetric(num_samples=fidelity_num_samples))
     return key, extra

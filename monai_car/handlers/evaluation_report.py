@@ -29,7 +29,27 @@ _DESCRIPTIONS = {
     "hm_iou": "Hungarian-matched IoU, all samples (higher is better)",
     "ece": "soft-target ECE of the sample mean, pooled pixels, percent (lower is better)",
     "ece_calibration": "soft-target ECE of F's probabilities, pooled pixels, percent (lower is better)",
+    "sample_sharpness": "mean entropy (nats) of G's samples in the lesion windows: 0 label-like, 0.69 a coin flip",
+    "presence_ece": "lesion-presence ECE over cases (fraction of samples vs of graders marking anything, 5 bins)",
+    "presence_ece_floor": "presence ECE of a perfectly calibrated model with these graders (noise floor, mean)",
+    "presence_ece_floor_p95": "95th percentile of that noise floor",
+    "hard_pixel_ece": "hard-sample pixel ECE (fraction of samples vs of graders marking a pixel, lesion windows)",
+    "f_fit": "median over cases every grader marked of F's highest foreground probability (near 1 is a fitted F)",
+    "fidelity_cases": "cases in the fidelity report",
+    "f_fit_cases": "cases every grader marked (F's fit)",
 }
+
+_RELIABILITY_PICTURES = (
+    # table name, metric name, file, what, x label, y label
+    ("ece", "ece", "reliability.png", "G's sample mean", "predicted foreground probability",
+     "fraction of graders marking foreground"),
+    ("ece_calibration", "ece_calibration", "reliability_calibration.png", "F", "predicted foreground probability",
+     "fraction of graders marking foreground"),
+    ("presence", "presence_ece", "reliability_presence.png", "lesion presence (per case)",
+     "fraction of hard samples marking a lesion", "fraction of graders marking a lesion"),
+    ("hard_pixel", "hard_pixel_ece", "reliability_hard_pixel.png", "hard samples (lesion-window pixels)",
+     "fraction of hard samples marking the pixel", "fraction of graders marking the pixel"),
+)  # fmt: skip
 
 
 def _describe(name: str) -> str:
@@ -57,7 +77,8 @@ class EvaluationReportWriter:
     - ``metrics.json``: every metric of ``engine.state.metrics`` (ECE as a fraction, as computed), the number of cases,
       samples and seed, skipped cases, the reliability tables and ``context`` (e.g. data set and checkpoint);
     - ``reliability.png`` (the sample mean) and ``reliability_calibration.png`` (F): reliability diagrams of the pooled
-      soft-target calibration;
+      soft-target calibration; ``reliability_presence.png`` and ``reliability_hard_pixel.png``: those of the fidelity
+      report (lesion presence per case, hard-sample pixel frequencies);
     - ``montage_<case>.png`` for the first ``num_montage_cases`` cases: image, graders, F, sample mean, entropy and
       ``num_montage_samples`` samples;
     - ``report.md``: a short Markdown report with the metrics table and the pictures.
@@ -150,19 +171,16 @@ class EvaluationReportWriter:
         skipped = dict(getattr(engine.state, "skipped_cases", {}) or {})
         written: list[Path] = []
         pictures: list[tuple[str, str]] = []
-        for name, filename, what in (
-            ("ece", "reliability.png", "G's sample mean"),
-            ("ece_calibration", "reliability_calibration.png", "F"),
-        ):
-            if name in tables and metrics.get(name) is not None:
+        for table, name, filename, what, xlabel, ylabel in _RELIABILITY_PICTURES:
+            if table in tables and metrics.get(name) is not None and sum(tables[table]["count"]) > 0:
                 written.append(
                     save_reliability_diagram(
                         out / filename,
-                        tables[name],
+                        tables[table],
                         ece_percent=100.0 * float(metrics[name]),
                         title=f"Reliability of {what}",
-                        xlabel="predicted foreground probability",
-                        ylabel="fraction of graders marking foreground",
+                        xlabel=xlabel,
+                        ylabel=ylabel,
                     )
                 )
                 pictures.append((f"Reliability diagram of {what}", filename))
@@ -207,7 +225,10 @@ class EvaluationReportWriter:
         lines += ["", ", ".join(facts) + "."]
         for key, value in self.context.items():
             lines.append(f"- {key}: {value}")
-        lines += ["", "| metric | value | meaning |", "|---|---|---|"]
+        fidelity = _fidelity_lines(summary["metrics"])
+        if fidelity:
+            lines += ["", "## Fidelity of the hard samples", ""] + fidelity
+        lines += ["", "## All metrics", "", "| metric | value | meaning |", "|---|---|---|"]
         for name, value in summary["metrics"].items():
             shown = "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
             if name.startswith("ece") and isinstance(value, float):
@@ -219,6 +240,29 @@ class EvaluationReportWriter:
         for caption, filename in pictures:
             lines += ["", f"## {caption}", "", f"![{caption}]({filename})"]
         return "\n".join(lines) + "\n"
+
+
+def _fidelity_lines(metrics: Mapping[str, Any]) -> list[str]:
+    """The fidelity report as a short Markdown table (empty without it)."""
+    if metrics.get("sample_sharpness", None) is None and metrics.get("presence_ece") is None:
+        return []
+
+    def show(key: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else f"{float(value):.3f}"
+
+    return [
+        "Are G's samples label-like, and are their frequencies the graders'? (hard samples: argmax of G)",
+        "",
+        "| figure | value | reference |",
+        "|---|---|---|",
+        f"| sample sharpness (nats) | {show('sample_sharpness')} | 0 label-like, 0.693 a coin flip |",
+        f"| lesion-presence ECE | {show('presence_ece')} | noise floor of a perfect model with these graders: "
+        f"{show('presence_ece_floor')} (95 %: {show('presence_ece_floor_p95')}) |",
+        f"| hard-sample pixel ECE | {show('hard_pixel_ece')} | 0: every pixel marked as often as by the graders |",
+        f"| F's fit | {show('f_fit')} | F's highest foreground probability where every grader marked the lesion; "
+        "near 1 is fitted |",
+    ]
 
 
 def _cpu(x: torch.Tensor) -> torch.Tensor:

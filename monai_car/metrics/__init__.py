@@ -1,4 +1,5 @@
-"""Metrics of stochastic segmentation: GED, Hungarian-matched IoU, mode-weighted GED and soft-target ECE."""
+"""Metrics of stochastic segmentation: GED, Hungarian-matched IoU, mode-weighted GED, soft-target ECE and the fidelity
+report of hard samples (sharpness, lesion-presence and pixel calibration, F's fit)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ from .calibration import (
     compute_soft_target_calibration_bins,
     compute_soft_target_calibration_error,
     reliability_table_from_bins,
+)
+from .fidelity import (
+    FIDELITY_KEYS,
+    FidelityMetric,
+    compute_fidelity_terms,
+    fidelity_from_terms,
+    presence_ece_noise_floor,
 )
 from .generalized_energy_distance import (
     GeneralizedEnergyDistanceMetric,
@@ -24,12 +32,15 @@ from .pairwise_iou import compute_pairwise_class_iou, compute_pairwise_iou, comp
 from .utils import as_plain_tensor, probabilities_to_labels, reduce_per_image
 
 __all__ = [
+    "FIDELITY_KEYS",
+    "FidelityMetric",
     "GeneralizedEnergyDistanceMetric",
     "HungarianMatchedIoUMetric",
     "ModeWeightedGEDMetric",
     "SoftTargetCalibrationErrorMetric",
     "as_plain_tensor",
     "calibration_error_from_bins",
+    "compute_fidelity_terms",
     "compute_ged_terms",
     "compute_generalized_energy_distance",
     "compute_hungarian_matched_iou",
@@ -40,7 +51,9 @@ __all__ = [
     "compute_pairwise_iou_distance",
     "compute_soft_target_calibration_bins",
     "compute_soft_target_calibration_error",
+    "fidelity_from_terms",
     "hungarian_matched_iou_from_matrix",
+    "presence_ece_noise_floor",
     "probabilities_to_labels",
     "reduce_per_image",
     "reliability_table_from_bins",

@@ -9,9 +9,12 @@ from monai.data import DataLoader, MetaTensor
 from monai_car.engines import CAREvaluator, InvalidBatchError
 from monai_car.handlers import AtomicCheckpointSaver
 from monai_car.metrics import (
+    FIDELITY_KEYS,
+    compute_fidelity_terms,
     compute_generalized_energy_distance,
     compute_hungarian_matched_iou,
     compute_soft_target_calibration_error,
+    fidelity_from_terms,
 )
 from monai_car.utils.checkpoint import load_checkpoint
 from monai_car.utils.enums import CarKeys
@@ -71,8 +74,14 @@ def test_output_dict_and_metrics_over_the_whole_set():
     assert metrics["ece_calibration"] == pytest.approx(
         compute_soft_target_calibration_error(probs, labels).item(), rel=1e-6
     )
-    assert set(evaluator.state.reliability_tables) == {"ece", "ece_calibration"}
+    assert set(evaluator.state.reliability_tables) == {"ece", "ece_calibration", "presence", "hard_pixel"}
     assert len(evaluator.state.reliability_tables["ece"]["count"]) == 10
+    # the fidelity report, over the whole set, under its own keys
+    fidelity = fidelity_from_terms(*compute_fidelity_terms(samples, labels, probs))[0]
+    for key in FIDELITY_KEYS:
+        assert metrics[key] == pytest.approx(fidelity[key], rel=1e-6, nan_ok=True), key
+    assert metrics["fidelity_cases"] == 6
+    assert len(evaluator.state.reliability_tables["presence"]["count"]) == 5
 
 
 def test_noise_is_per_case_reproducible_across_batch_sizes():
