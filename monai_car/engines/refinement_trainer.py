@@ -250,6 +250,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
             self._g_train.noise_dim = self.network.noise_dim  # CARNet reads it
             self._sampler = CARNet(self.calibration_net, self._g_train, num_classes=self.network.num_classes)
         self._init_resumable(seed, seed_data)
+        self.discriminator_schedule.register_logging(self)  # D's accuracy per update phase, idle-D warning
         if train_handlers is not None:
             self._register_handlers(train_handlers)
         if progress_bar:
@@ -265,6 +266,8 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
             raise ValueError(
                 "a different DiscriminatorSchedule was already given to the trainer's constructor; pass only one."
             )
+        if schedule is not self.discriminator_schedule:
+            self.discriminator_schedule.detach_logging(self)
         self.discriminator_schedule = schedule
         self._schedule_given = True
 

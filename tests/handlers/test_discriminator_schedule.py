@@ -61,3 +61,56 @@ def test_argument_checks_and_attach():
     schedule.attach(engine)
     engine.run([0, 1], max_epochs=1)
     assert received == [schedule]
+
+
+def test_phase_accuracies_by_hand():
+    # cycles of 3 updating + 2 frozen; accuracies measured before each update
+    schedule = DiscriminatorSchedule(3, 2, accuracy_cap=0.85)
+    accuracies = [0.5, 0.6, 0.9, 0.1, 0.1, 0.7, 0.8, 0.6, 0.2, 0.2, 0.55]
+    updates = [schedule.should_update(i, a) for i, a in enumerate(accuracies, start=1)]
+    # phase 1: iterations 1-3 (0.9 is capped, still counted in the mean); frozen 4-5; phase 2: 6-8; 11 is running
+    assert updates == [True, True, False, False, False, True, True, True, False, False, True]
+    assert schedule.phase_accuracies == pytest.approx([(0.5 + 0.6 + 0.9) / 3, (0.7 + 0.8 + 0.6) / 3])
+    assert schedule.close_phase() == pytest.approx(0.55)  # the partial phase at the end of a run
+    assert schedule.idle_warning() is None
+
+
+def test_idle_discriminator_warning_and_resume_of_a_running_phase():
+    idle = DiscriminatorSchedule(2, 1, accuracy_cap=None)
+    for i, a in enumerate([0.5, 0.51, 0.0, 0.49, 0.5, 0.0], start=1):
+        idle.should_update(i, a)
+    assert idle.phase_accuracies == pytest.approx([0.505, 0.495])
+    assert "within 0.02 of 0.5" in idle.idle_warning() and "lr_d" in idle.idle_warning()
+    engaged = DiscriminatorSchedule(2, 1, accuracy_cap=None)
+    for i, a in enumerate([0.5, 0.5, 0.0, 0.5, 0.56], start=1):
+        engaged.should_update(i, a)
+    assert engaged.idle_warning() is None  # one phase left the band (0.53)
+    # a checkpoint taken mid-phase resumes the running phase's mean exactly
+    half = DiscriminatorSchedule(4, 0, accuracy_cap=None)
+    whole = DiscriminatorSchedule(4, 0, accuracy_cap=None)
+    for i, a in enumerate([0.6, 0.7], start=1):
+        half.should_update(i, a)
+        whole.should_update(i, a)
+    resumed = DiscriminatorSchedule(4, 0, accuracy_cap=None)
+    resumed.load_state_dict(half.state_dict())
+    for i, a in ((3, 0.8), (4, 0.9)):
+        resumed.should_update(i, a)
+        whole.should_update(i, a)
+    assert resumed.phase_accuracies == whole.phase_accuracies == pytest.approx([0.75])
+
+
+def test_end_of_run_logs_phases_and_warns(caplog):
+    engine = Engine(lambda e, b: None)
+    engine.set_discriminator_schedule = lambda s: None
+    schedule = DiscriminatorSchedule(2, 0, accuracy_cap=None)
+    schedule.attach(engine)
+    schedule.register_logging(engine)  # idempotent: one set of handlers
+    for i in range(1, 4):
+        schedule.should_update(i, 0.5)
+    with caplog.at_level("INFO"):
+        engine.run([0], max_epochs=1)
+    assert engine.state.d_phase_accuracies == pytest.approx([0.5, 0.5])
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "within 0.02" in r.getMessage()]
+    assert len(warnings) == 1
+    schedule.detach_logging(engine)
+    assert not engine.has_event_handler(schedule._completed)
