@@ -45,3 +45,26 @@ def test_bad_input_raises():
         CalibrationSegNet(4)
     with pytest.raises(ValueError, match="equal length"):
         CalibrationSegNet(channels=(4, 8), convs_per_block=(1,))
+
+
+def test_default_activation_lets_f_become_confident():
+    """F must be able to say "certainly foreground": a blob present in every target is learned to p > 0.9.
+
+    With ReLU features into the linear head F can get stuck at p <= 0.5 (the head's foreground weights all negative);
+    the default LeakyReLU(0.2) keeps negative features usable."""
+    torch.manual_seed(0)
+    net = CalibrationSegNet(2, 1, 2, channels=(8, 16), convs_per_block=(1, 1))
+    assert all(m.negative_slope == 0.2 for m in net.modules() if isinstance(m, torch.nn.LeakyReLU))
+    yy, xx = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    blob = ((yy - 8) ** 2 + (xx - 8) ** 2 <= 9).float()
+    x = (0.1 + 0.6 * blob + 0.05 * torch.randn(4, 1, 16, 16)).clamp(0, 1)
+    y = blob.long().expand(4, 16, 16)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net.forward_logits(x), y).backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        p = net(x)[:, 1]
+    assert p[:, blob.bool()].mean() > 0.9 and p[:, ~blob.bool()].mean() < 0.1

@@ -25,7 +25,11 @@ class CalibrationSegNet(nn.Module):
         out_channels: classes ``K`` (2 for lesion / background).
         channels: encoder widths, one per pooling level.
         convs_per_block: convolutions per encoder (and decoder) block, one entry per level.
-        negative_slope: LeakyReLU slope (0 gives SegNet's ReLU).
+        negative_slope: LeakyReLU slope (default 0.2; 0 gives SegNet's ReLU). With ReLU, the head sees only
+            non-negative features and F can fall into a solution where the lesion is coded by *absent* features:
+            the head's foreground-minus-background weights all turn negative, its bias difference stays at 0, and
+            the foreground probability can never exceed 0.5 (seen on the LIDC demo: F at most 0.50 where all four
+            graders marked a nodule, with ReLU at lr 2e-4 and 1e-3; 0.99 with slope 0.2).
         dropout: dropout after each activation (0 disables it, as in SegNet).
 
     Shapes:
@@ -40,7 +44,7 @@ class CalibrationSegNet(nn.Module):
         out_channels: int = 2,
         channels: Sequence[int] = (64, 128, 256, 512, 512),
         convs_per_block: Sequence[int] = (2, 2, 3, 3, 3),
-        negative_slope: float = 0.0,
+        negative_slope: float = 0.2,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
