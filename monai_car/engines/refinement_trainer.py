@@ -121,6 +121,11 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
             statistics once per chunk) and each chunk draws its own dropout masks; with ``c >= M`` it is the single
             pass. D's update and its accuracy still see all ``M`` samples. Not supported under DDP
             (``NotImplementedError``).
+        shared_encoder: G's noise-free work (encoder, bottleneck, first up block, skip halves) once per image for
+            its ``M`` samples, forward and backward, when G is a
+            :class:`~monai_car.networks.nets.RefinementUNet` (not under DDP). What changes against the per-sample
+            path (``False``): G's dropout in that shared part draws one mask per image instead of one per sample;
+            batch norm there sees the ``B`` images, whose statistics equal those of the ``B * M`` repeated rows.
         seed: the one seed of the run (see :class:`ResumableTrainerMixin`).
         seed_data: seed data order and augmentation per epoch.
         image_key, grader_key, labels_key, case_key: batch keys.
@@ -156,6 +161,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         clip_grad_norm: float | None = None,
         chunk_size: int | None = None,
         sample_chunk_size: int | None = None,
+        shared_encoder: bool = True,
         seed: int = 0,
         seed_data: bool = True,
         image_key: str = CarKeys.IMAGE,
@@ -223,6 +229,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         self.ignore_index, self.num_graders = ignore_index, num_graders
         self.skip_invalid, self.clip_grad_norm, self.chunk_size = skip_invalid, clip_grad_norm, chunk_size
         self.sample_chunk_size = sample_chunk_size
+        self.shared_encoder = bool(shared_encoder)
         self.image_key, self.grader_key, self.labels_key, self.case_key = image_key, grader_key, labels_key, case_key
         self.optim_set_to_none = optim_set_to_none
         self.calibration_loss = CalibrationLoss(clamp=calibration_clamp)

@@ -53,6 +53,7 @@ def single_pass_step(
             generator=trainer.noise_generator,
             chunk_size=trainer.chunk_size,
             calibration_probs=probs,
+            share_in_training=trainer.shared_encoder,
         )
     samples = samples.float()  # (B, M, K, *spatial)
     out[CarKeys.SAMPLES] = samples

@@ -76,6 +76,7 @@ def draw_samples(
     sample_chunk_size: int,
     chunk_size: int | None,
     autocast: Callable[[], AbstractContextManager[Any]],
+    share: bool = False,
 ) -> tuple[torch.Tensor, list[RngState]]:
     """Pass 1: all samples, chunk by chunk, without a graph; G's batch-norm running statistics are left untouched.
 
@@ -87,6 +88,7 @@ def draw_samples(
         sample_chunk_size: samples per image in one chunk (``B * c`` rows).
         chunk_size: the most rows per G forward inside a chunk (``CARNet.sample``'s ``chunk_size``).
         autocast: a context-manager factory (AMP or a null context).
+        share: ``CARNet.sample``'s ``share_in_training`` (G's noise-free work once per image).
 
     Returns:
         ``(samples, states)``: float32 ``(B, M, K, *spatial)`` samples without a graph, and the global RNG state
@@ -100,7 +102,14 @@ def draw_samples(
         for j, c in chunk_starts(m, sample_chunk_size):
             states.append(_rng_state(x.device))
             with autocast():
-                s = sampler.sample(x, c, chunk_size=chunk_size, calibration_probs=probs, noise=noise[:, j : j + c])
+                s = sampler.sample(
+                    x,
+                    c,
+                    chunk_size=chunk_size,
+                    calibration_probs=probs,
+                    noise=noise[:, j : j + c],
+                    share_in_training=share,
+                )
             parts.append(s.float())
         for buf, copy in saved:
             buf.copy_(copy)
@@ -121,13 +130,14 @@ def replay_generator_backward(
     valid: torch.Tensor | None,
     autocast: Callable[[], AbstractContextManager[Any]],
     backward: Callable[[torch.Tensor], None],
+    share: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pass 2: each chunk again with a graph, back-propagating its share of ``L_G`` into G's ``.grad``.
 
     D's parameters get no gradient. The global RNG ends in the state pass 1 left it in.
 
     Args:
-        sampler, x, probs, noise, sample_chunk_size, chunk_size, autocast: as for :func:`draw_samples`.
+        sampler, x, probs, noise, sample_chunk_size, chunk_size, autocast, share: as for :func:`draw_samples`.
         discriminator: D, ``(N, C + K, *spatial) -> (N, ...)`` logits; it must treat rows independently (no batch
             norm, or any layer mixing rows) for ``L_adv`` to be the single pass's.
         states: the RNG states :func:`draw_samples` returned.
@@ -147,7 +157,14 @@ def replay_generator_backward(
         for (j, c), state in zip(chunk_starts(m, sample_chunk_size), states):
             _set_rng_state(state, x.device)
             with autocast():
-                s = sampler.sample(x, c, chunk_size=chunk_size, calibration_probs=probs, noise=noise[:, j : j + c])
+                s = sampler.sample(
+                    x,
+                    c,
+                    chunk_size=chunk_size,
+                    calibration_probs=probs,
+                    noise=noise[:, j : j + c],
+                    share_in_training=share,
+                )
             s = s.float()  # (B, c, K, *spatial)
             with autocast():
                 logits = discriminator(fake_discriminator_input(x, s, valid))
@@ -195,7 +212,8 @@ def two_pass_step(
     noise = trainer.network.sample_noise(b * m, generator=trainer.noise_generator, device=device, dtype=x.dtype)
     noise = noise.view(b, m, -1)  # what CARNet.sample draws from the same generator
     autocast = lambda: trainer._autocast(device)  # noqa: E731
-    samples, states = draw_samples(net, x, probs, noise, chunk, rows, autocast)
+    share = trainer.shared_encoder
+    samples, states = draw_samples(net, x, probs, noise, chunk, rows, autocast, share)
     out[CarKeys.SAMPLES] = samples
     engine.fire_event(IterationEvents.FORWARD_COMPLETED)
     engine.fire_event(AdversarialIterationEvents.GENERATOR_FORWARD_COMPLETED)
@@ -211,7 +229,7 @@ def two_pass_step(
     trainer.discriminator.train()
     fake_logits, loss_adv = replay_generator_backward(
         net, trainer.discriminator, x, probs, noise, states, chunk, rows, sample_grad,
-        trainer.adversarial_weight, valid, autocast, trainer._backward,
+        trainer.adversarial_weight, valid, autocast, trainer._backward, share,
     )  # fmt: skip
     engine.fire_event(AdversarialIterationEvents.GENERATOR_DISCRIMINATOR_FORWARD_COMPLETED)
     loss_g = trainer.adversarial_weight * loss_adv + trainer.calibration_weight * second.detach()

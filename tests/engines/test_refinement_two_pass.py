@@ -25,12 +25,12 @@ class _ChunkedSampler:
     def __init__(self, net, chunk: int) -> None:
         self.net, self.chunk = net, chunk
 
-    def sample(self, x, m, generator=None, chunk_size=None, calibration_probs=None):
+    def sample(self, x, m, generator=None, chunk_size=None, calibration_probs=None, share_in_training=False):
         noise = self.net.sample_noise(x.shape[0] * m, generator=generator, device=x.device, dtype=x.dtype)
         noise = noise.view(x.shape[0], m, -1)
         parts = [
             self.net.sample(x, min(self.chunk, m - j), chunk_size=chunk_size, calibration_probs=calibration_probs,
-                            noise=noise[:, j : j + self.chunk])
+                            noise=noise[:, j : j + self.chunk], share_in_training=share_in_training)
             for j in range(0, m, self.chunk)
         ]  # fmt: skip
         return torch.cat(parts, dim=1)

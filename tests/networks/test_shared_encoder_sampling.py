@@ -226,9 +226,9 @@ def test_sample_on_cpu_decodes_in_small_chunks_by_default(monkeypatch):
     seen = []
     original = RefinementUNet.forward_multi
 
-    def wrapped(g, x, z, chunk_size=None):
+    def wrapped(g, x, z, chunk_size=None, allow_training=False):
         seen.append(chunk_size)
-        return original(g, x, z, chunk_size=chunk_size)
+        return original(g, x, z, chunk_size=chunk_size, allow_training=allow_training)
 
     monkeypatch.setattr(RefinementUNet, "forward_multi", wrapped)
     x = torch.rand(2, 1, 32, 32)
@@ -237,3 +237,44 @@ def test_sample_on_cpu_decodes_in_small_chunks_by_default(monkeypatch):
         one_pass = net.sample(x, 5, generator=torch.Generator().manual_seed(3), chunk_size=10)
     assert seen == [CARNet.cpu_chunk_size, 10]
     torch.testing.assert_close(default, one_pass, rtol=1e-5, atol=1e-5)
+
+
+def _train_g_without_dropout() -> RefinementUNet:
+    torch.manual_seed(0)
+    return RefinementUNet(2, 3, 2, channels=(4, 8, 8, 8, 8), noise_dim=4, dropout=0.0).train()
+
+
+def test_training_mode_shared_path_equals_the_full_passes_without_dropout():
+    """Training mode with allow_training: without dropout it IS the full pass per draw (batch norm included: the
+    shared part's statistics over B inputs equal those over the B * S repeated rows), outputs, gradients and running
+    statistics alike."""
+    x, z = torch.rand(2, 3, 32, 32), torch.randn(2, 3, 4)
+    weights = torch.rand(2, 3, 2, 32, 32)
+    results = []
+    for shared in (False, True):
+        g = _train_g_without_dropout()
+        out = g.forward_multi(x, z, allow_training=True) if shared else _plain(g, x, z)
+        (out * weights).sum().backward()
+        stats = [m.running_mean.clone() for m in g.modules() if isinstance(m, nn.BatchNorm2d)]
+        results.append((out.detach(), [p.grad.clone() for p in g.parameters()], stats))
+    (out_a, grads_a, stats_a), (out_b, grads_b, stats_b) = results
+    torch.testing.assert_close(out_b, out_a, rtol=1e-4, atol=1e-5)
+    for a, b in zip(grads_a + stats_a, grads_b + stats_b):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+
+
+def test_training_mode_shared_path_shares_one_dropout_mask_per_image(monkeypatch):
+    """With dropout, the shared part draws one mask per image: identical noise gives identical draws of an image
+    (the per-sample path gives different ones, see above); CARNet.sample takes this path with share_in_training."""
+    net = _net()
+    net.refinement_net.train()
+    x = torch.rand(2, 1, 32, 32)
+    noise = torch.randn(1, 1, 4).expand(2, 3, 4)
+    spy = _Spy(monkeypatch)
+    with torch.no_grad():
+        out = net.sample(x, 3, noise=noise, share_in_training=True)
+    assert spy.calls == 1
+    # the decoder's dropout still differs per row, so draws differ a little; the shared part's masks do not
+    assert not torch.allclose(out[:, 0], out[:, 1], atol=1e-6)
+    with pytest.raises(RuntimeError, match="allow_training"):
+        net.refinement_net.forward_multi(torch.rand(2, 3, 32, 32), noise)

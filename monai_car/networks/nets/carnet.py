@@ -102,6 +102,7 @@ class CARNet(nn.Module):
         chunk_size: int | None = None,
         calibration_probs: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
+        share_in_training: bool = False,
     ) -> torch.Tensor:
         """Draw ``num_samples`` label-map probabilities per image from G in one batched pass.
 
@@ -122,6 +123,10 @@ class CARNet(nn.Module):
                 1.4-2.3x faster than one pass at 128x128 on a 2-core CPU, the same numbers).
             calibration_probs: F's probabilities ``(B, K, *spatial)`` if already computed (F is run otherwise).
             noise: explicit noise ``(B, S, noise_dim)`` instead of drawing it.
+            share_in_training: take the shared path in training mode too (the stage-2 trainer's ``shared_encoder``):
+                one dropout mask per image in G's noise-free part, see
+                :meth:`~monai_car.networks.nets.RefinementUNet.forward_multi`. ``chunk_size`` then applies as given
+                (no CPU default chunking: batch norm would normalise each chunk separately).
 
         Returns:
             ``(B, S, K, *spatial)`` probabilities; sample ``s`` of image ``b`` uses noise row ``b * S + s``.
@@ -144,11 +149,14 @@ class CARNet(nn.Module):
             if noise.shape != (b, s, self.noise_dim):
                 raise ValueError(f"noise must have shape {(b, s, self.noise_dim)}, got {tuple(noise.shape)}.")
             z = noise.reshape(b * s, self.noise_dim).to(device=x.device, dtype=x.dtype)
-        if self._shares_noise_free_work():
-            if chunk_size is None and x.device.type == "cpu":
+        training = self.refinement_net.training
+        if self._shares_noise_free_work(share_in_training):
+            if chunk_size is None and x.device.type == "cpu" and not training:
                 chunk_size = self.cpu_chunk_size
             g_in = torch.cat([x, probs.detach()], dim=1)
-            return self.refinement_net.forward_multi(g_in, z.view(b, s, self.noise_dim), chunk_size=chunk_size)
+            return self.refinement_net.forward_multi(
+                g_in, z.view(b, s, self.noise_dim), chunk_size=chunk_size, allow_training=training
+            )
         xs = x.unsqueeze(1).expand(b, s, *x.shape[1:]).reshape(b * s, *x.shape[1:])
         ps = probs.unsqueeze(1).expand(b, s, *probs.shape[1:]).reshape(b * s, *probs.shape[1:])
         step = b * s if chunk_size is None else int(chunk_size)
@@ -156,11 +164,12 @@ class CARNet(nn.Module):
         samples = out[0] if len(out) == 1 else torch.cat(out, dim=0)
         return samples.reshape(b, s, *samples.shape[1:])
 
-    def _shares_noise_free_work(self) -> bool:
-        """Whether :meth:`sample` takes G's shared path: a RefinementUNet in eval mode whose forward is the base
-        class's (a subclass that changes the forward keeps the plain path unless it adapts ``forward_multi`` too)."""
+    def _shares_noise_free_work(self, in_training: bool = False) -> bool:
+        """Whether :meth:`sample` takes G's shared path: a RefinementUNet in eval mode (or in training mode with
+        ``in_training``) whose forward is the base class's (a subclass that changes the forward keeps the plain path
+        unless it adapts ``forward_multi`` too)."""
         g = self.refinement_net
-        if not (self.shared_encoder and isinstance(g, RefinementUNet)) or g.training:
+        if not (self.shared_encoder and isinstance(g, RefinementUNet)) or (g.training and not in_training):
             return False
         cls = type(g)
         same_forward = cls.forward is RefinementUNet.forward and cls.forward_logits is RefinementUNet.forward_logits

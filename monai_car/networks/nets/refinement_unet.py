@@ -108,7 +108,9 @@ class RefinementUNet(nn.Module):
         """Class probabilities ``(B, K, *spatial)``."""
         return torch.softmax(self.forward_logits(x, z), dim=1)
 
-    def forward_multi(self, x: torch.Tensor, z: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    def forward_multi(
+        self, x: torch.Tensor, z: torch.Tensor, chunk_size: int | None = None, allow_training: bool = False
+    ) -> torch.Tensor:
         """Class probabilities of ``S`` noise draws per input, G's noise-free work done once per input (eval mode).
 
         The noise enters only after each up block, so the stem, the encoder, the bottleneck and the first up block do
@@ -118,28 +120,36 @@ class RefinementUNet(nn.Module):
         (batch norm on its running statistics, dropout off) every row then equals a plain :meth:`forward` of that
         input with that noise, up to float rounding (the split convolution sums in another order, ~1e-7).
 
-        Not in training mode: there a full pass per draw is the model (each draw has its own dropout masks, and batch
-        norm normalises with the statistics of the rows it is given), so this raises instead of silently changing it.
+        In training mode only with ``allow_training=True`` (the trainer's ``shared_encoder`` option), a deliberate
+        change of the model: the shared part draws ONE dropout mask per input, shared by its ``S`` draws (a full pass
+        draws one per draw). Batch norm in the shared part normalises over the ``B`` inputs, which has exactly the
+        statistics of the ``B * S`` repeated rows a full pass would see (and updates the running statistics
+        identically); the decoder's batch norm sees all ``B * S`` rows, as in a full pass. Gradients flow through the
+        shared features once per input (summed over its draws), which is what autograd gives the full pass too.
+        Without ``allow_training`` it raises in training mode instead of silently changing the model.
 
         Args:
             x: inputs ``(B, in_channels, *spatial)`` (image and F's probabilities, concatenated).
             z: noise ``(B, S, noise_dim)``; draw ``s`` of input ``b`` uses ``z[b, s]``.
             chunk_size: the most rows per pass (rows are the ``B * S`` draws, input-major; the shared part runs in
-                groups of at most ``chunk_size`` inputs); all at once when ``None``.
+                groups of at most ``chunk_size`` inputs); all at once when ``None``. In training mode batch norm then
+                normalises each chunk with its own statistics.
+            allow_training: permit training mode (see above).
 
         Returns:
             ``(B, S, K, *spatial)`` probabilities, ``out[b, s] == self(x[b:b+1], z[b, s:s+1])[0]`` up to rounding.
 
         Raises:
-            RuntimeError: in training mode.
+            RuntimeError: in training mode without ``allow_training``.
             ValueError: on inputs of the wrong shape, or ``chunk_size < 1``.
             NotImplementedError: when an up block no longer starts with a zero-padded, ungrouped convolution
                 followed by its norm/activation/dropout (the layout this class builds).
         """
-        if self.training:
+        if self.training and not allow_training:
             raise RuntimeError(
                 "forward_multi shares G's noise-free work between draws, which is exact only in eval mode (dropout "
-                "off, batch norm on running statistics); call .eval() first, or run forward() on every draw's row."
+                "off, batch norm on running statistics); call .eval() first, run forward() on every draw's row, or "
+                "pass allow_training=True to share one dropout mask per input between its draws."
             )
         _check_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
         b = x.shape[0]
