@@ -24,11 +24,14 @@ python -m monai.bundle run evaluating --config_file "['$bundle/train.json','$bun
 echo "== 3/3 inference on the demo CT volumes (lesions from their CSV of world coordinates)"
 python -m monai.bundle run inferring --config_file "$bundle/inference.json" --output_dir "$out"
 echo
+echo "== test split: sample sets and the fidelity of G's samples"
+monai-car-summary "$out/eval/metrics.json"
+echo
 echo "done in $(($(date +%s) - start)) s. Outputs under $out:"
 echo "  model (F + G, best validation GED)   $out/models/model.pt"
 echo "  TensorBoard logs                     tensorboard --logdir $out/logs"
 echo "  evaluation report and metrics        $out/eval/report.md  $out/eval/metrics.json"
-echo "  pictures of the evaluation           $out/eval/reliability.png  $out/eval/montage_*.png"
+echo "  pictures of the evaluation           $out/eval/reliability*.png  $out/eval/montage_*.png"
 echo "  per-lesion sample sets (NIfTI)       $out/inference/<study>/<lesion>/ (samples, mean, F, uncertainty maps)"
 echo "  per-lesion montages (PNG)            $out/inference/<study>/<lesion>/*.png"
 echo "  whole-CT mean maps (open on the CT)  $out/inference/<study>/mean_foreground_full.nii.gz"

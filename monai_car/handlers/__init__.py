@@ -4,10 +4,12 @@ from .checkpoint_loader import StrictCheckpointLoader
 from .checkpoint_saver import AtomicCheckpointSaver
 from .discriminator_schedule import DiscriminatorSchedule
 from .evaluation_report import EvaluationReportWriter, write_text_atomic
+from .evaluation_summary import format_evaluation_summary
 from .sample_set_writer import SAMPLE_SET_FILES, SampleSetWriter, write_sample_set
 from .tensorboard_montage import TensorBoardMontageHandler
 
 __all__: list[str] = [
+    "format_evaluation_summary",
     "SAMPLE_SET_FILES",
     "AtomicCheckpointSaver",
     "DiscriminatorSchedule",

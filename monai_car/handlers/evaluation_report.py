@@ -16,6 +16,8 @@ from monai_car.utils.atomic import write_text_atomic  # re-exported: monai_car.h
 from monai_car.utils.distributed import is_main_process
 from monai_car.utils.enums import CarKeys
 
+from .evaluation_summary import format_evaluation_summary
+
 if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
@@ -216,6 +218,7 @@ class EvaluationReportWriter:
         written.append(write_text_atomic(out / "metrics.json", json.dumps(summary, indent=1) + "\n"))
         written.append(write_text_atomic(out / "report.md", self._markdown(summary, pictures)))
         self.written = written
+        engine.logger.info("evaluation summary\n" + format_evaluation_summary(metrics))
 
     def _markdown(self, summary: Mapping[str, Any], pictures: Sequence[tuple[str, str]]) -> str:
         lines = [f"# {self.title}", "", f"Created {summary['created']}."]

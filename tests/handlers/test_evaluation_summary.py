@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from monai_car.handlers import format_evaluation_summary
+from monai_car.handlers.evaluation_summary import main
+
+METRICS = {
+    "ged": 0.3,
+    "ged_16": 0.31,
+    "ged_100": 0.245,
+    "hm_iou": 0.55,
+    "hm_iou_16": 0.561,
+    "ece": 0.0123,
+    "ece_calibration": 0.004,
+    "sample_sharpness": 0.08,
+    "presence_ece": 0.052,
+    "presence_ece_floor": 0.035,
+    "presence_ece_floor_p95": 0.05,
+    "hard_pixel_ece": 0.041,
+    "f_fit": 0.93,
+}
+
+
+def test_summary_shows_every_figure():
+    text = format_evaluation_summary(METRICS)
+    for piece in ("GED(16) 0.310", "GED(100) 0.245", "HM-IoU(16) 0.561", "ECE G's mean 1.23 %", "ECE F 0.40 %",
+                  "sample sharpness      0.080", "lesion-presence ECE   0.052", "floor of a perfect model with these "
+                  "graders: 0.035", "hard-pixel ECE        0.041", "F's fit               0.930"):  # fmt: skip
+        assert piece in text, piece
+    # without the fidelity keys: only the sample-set line; NaN / None as n/a
+    short = format_evaluation_summary({"ged": float("nan"), "hm_iou": None})
+    assert short == "sample sets:  GED n/a, HM-IoU n/a, ECE G's mean n/a %, ECE F n/a %"
+    with pytest.raises(TypeError, match="mapping"):
+        format_evaluation_summary([1, 2])
+
+
+def test_console_command(tmp_path, capsys):
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"metrics": METRICS}))
+    assert main([str(path)]) == 0
+    assert "lesion-presence ECE   0.052" in capsys.readouterr().out
+    assert main([str(tmp_path / "missing.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    path.write_text("{not json")
+    assert main([str(path)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    path.write_text("[]")
+    assert main([str(path)]) == 2
