@@ -108,6 +108,8 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         generator_loss: ``"calibration"`` (CAR) or ``"refine_ce"`` (the control).
         discriminator_schedule: when D is updated; default ``DiscriminatorSchedule()`` (50 on, 200 off, cap 0.85).
         calibration_clamp: probability clamp inside ``L_cal``'s logarithms (1e-3 as the reference).
+        calibration_estimator: ``"plugin"`` (the paper: KL of the M samples' mean) or ``"jackknife"`` (without the
+            plug-in's ~1/(2M) bias against diverse samples), see :class:`~monai_car.losses.CalibrationLoss`.
         ignore_index: the label value of void pixels: left out of every loss and blanked in D's inputs.
         num_graders: the expected number of graders in ``labels_key`` when present.
         skip_invalid: leave out and report invalid cases (``engine.state.skipped_cases``) instead of raising.
@@ -155,6 +157,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         generator_loss: str = "calibration",
         discriminator_schedule: DiscriminatorSchedule | None = None,
         calibration_clamp: float = 1e-3,
+        calibration_estimator: str = "plugin",
         ignore_index: int | None = None,
         num_graders: int | None = None,
         skip_invalid: bool = False,
@@ -232,7 +235,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         self.shared_encoder = bool(shared_encoder)
         self.image_key, self.grader_key, self.labels_key, self.case_key = image_key, grader_key, labels_key, case_key
         self.optim_set_to_none = optim_set_to_none
-        self.calibration_loss = CalibrationLoss(clamp=calibration_clamp)
+        self.calibration_loss = CalibrationLoss(clamp=calibration_clamp, estimator=calibration_estimator)
         self.refine_ce_loss = MaskedCrossEntropyLoss(ignore_index=ignore_index, input_is_probs=True)
         f_logits = callable(getattr(self.calibration_net, "forward_logits", None))
         self.f_ce_loss = MaskedCrossEntropyLoss(ignore_index=ignore_index, input_is_probs=not f_logits)

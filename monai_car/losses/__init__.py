@@ -7,10 +7,11 @@ from .adversarial import (
     generator_adversarial_loss,
     r1_penalty,
 )
-from .calibration import CalibrationLoss, GaussianCalibrationLoss
+from .calibration import CALIBRATION_ESTIMATORS, CalibrationLoss, GaussianCalibrationLoss
 from .cross_entropy import MaskedCrossEntropyLoss
 
 __all__ = [
+    "CALIBRATION_ESTIMATORS",
     "CalibrationLoss",
     "GaussianCalibrationLoss",
     "MaskedCrossEntropyLoss",

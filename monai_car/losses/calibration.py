@@ -7,7 +7,10 @@ from torch.nn.modules.loss import _Loss
 
 from ._utils import masked_mean, validate_mask
 
-__all__ = ["CalibrationLoss", "GaussianCalibrationLoss"]
+__all__ = ["CALIBRATION_ESTIMATORS", "CalibrationLoss", "GaussianCalibrationLoss"]
+
+CALIBRATION_ESTIMATORS = ("plugin", "jackknife")
+"""How :class:`CalibrationLoss` estimates ``KL(E[G] || F)`` from ``M`` samples."""
 
 
 class CalibrationLoss(_Loss):
@@ -17,8 +20,17 @@ class CalibrationLoss(_Loss):
     the weight in front of the log ratio is the unclamped sample mean, so the loss is exactly zero when the two
     distributions agree. The target (F's output) is detached: gradients reach only G.
 
+    ``estimator="plugin"`` (the paper) takes the KL of the empirical mean of the ``M`` samples. That estimate is
+    biased upwards by about ``(K - 1) / (2 M)`` per pixel where G's samples differ (second-order Taylor expansion:
+    ``sum_k Var(G_k) / (2 M F_k)``), so for small ``M`` it rewards G for making its samples *alike*: hard samples
+    drawn with exactly F's frequencies score worse than soft samples that all equal F, and G's argmax collapses onto
+    the majority. ``estimator="jackknife"`` removes that first-order bias with the leave-one-sample-out jackknife,
+    ``M * KL(mean) - (M - 1) * mean_j KL(mean without sample j)``, whose minimum in expectation is at
+    ``E[G] = F`` whatever the spread of the samples (with ``M = 1`` it is the plug-in estimate).
+
     Args:
         clamp: probability floor inside the logarithms.
+        estimator: ``"plugin"`` or ``"jackknife"``.
 
     Shapes:
         ``samples``: ``(B, M, K, *spatial)`` G's probabilities; ``target``: ``(B, K, *spatial)`` F's probabilities;
@@ -26,11 +38,18 @@ class CalibrationLoss(_Loss):
         the number of valid pixels; with no valid pixel the loss is 0 (still attached to the graph).
     """
 
-    def __init__(self, clamp: float = 1e-3) -> None:
+    def __init__(self, clamp: float = 1e-3, estimator: str = "plugin") -> None:
         super().__init__()
         if not 0.0 <= clamp < 0.5:
             raise ValueError(f"clamp must be in [0, 0.5), got {clamp}.")
+        if estimator not in CALIBRATION_ESTIMATORS:
+            raise ValueError(f"estimator must be one of {CALIBRATION_ESTIMATORS}, got {estimator!r}.")
         self.clamp = clamp
+        self.estimator = estimator
+
+    def _kl(self, mean: torch.Tensor, log_target: torch.Tensor, dim: int) -> torch.Tensor:
+        log_ratio = torch.log(mean.clamp(self.clamp, 1.0 - self.clamp)) - log_target
+        return (mean * log_ratio).sum(dim=dim)
 
     def forward(self, samples: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if samples.ndim < 4:
@@ -39,10 +58,14 @@ class CalibrationLoss(_Loss):
             raise ValueError(
                 f"target {tuple(target.shape)} must be (B, K, *spatial) matching samples {tuple(samples.shape)}."
             )
+        m = samples.shape[1]
         mean = samples.mean(dim=1)
-        lo, hi = self.clamp, 1.0 - self.clamp
-        log_ratio = torch.log(mean.clamp(lo, hi)) - torch.log(target.detach().clamp(lo, hi))
-        kl = (mean * log_ratio).sum(dim=1)  # (B, *spatial)
+        log_target = torch.log(target.detach().clamp(self.clamp, 1.0 - self.clamp))
+        kl = self._kl(mean, log_target, dim=1)  # (B, *spatial)
+        if self.estimator == "jackknife" and m > 1:
+            leave_one_out = (m * mean.unsqueeze(1) - samples) / (m - 1)  # (B, M, K, *spatial)
+            kl_loo = self._kl(leave_one_out, log_target.unsqueeze(1), dim=2).mean(dim=1)
+            kl = m * kl - (m - 1) * kl_loo
         return masked_mean(kl, validate_mask(mask, kl.shape))
 
 

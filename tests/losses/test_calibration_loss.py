@@ -68,3 +68,46 @@ def test_shape_errors():
         CalibrationLoss()(torch.rand(1, 2, 2, 4, 4), torch.rand(1, 3, 4, 4))
     with pytest.raises(ValueError, match="mask"):
         CalibrationLoss()(torch.rand(1, 2, 2, 4, 4), torch.rand(1, 2, 4, 4), torch.ones(1, 5, 5, dtype=torch.bool))
+
+
+def _kl(p: float, f: float) -> float:
+    return p * math.log(p / f) + (1 - p) * math.log((1 - p) / (1 - f))
+
+
+def test_jackknife_by_hand():
+    # one pixel, three samples with foreground 0.2, 0.5, 0.8; F = 0.4
+    fg = torch.tensor([0.2, 0.5, 0.8])
+    samples = torch.stack([1 - fg, fg], dim=1).reshape(1, 3, 2, 1, 1)
+    target = torch.tensor([0.6, 0.4]).reshape(1, 2, 1, 1)
+    plugin = _kl(0.5, 0.4)
+    loo = [_kl((0.5 + 0.8) / 2, 0.4), _kl((0.2 + 0.8) / 2, 0.4), _kl((0.2 + 0.5) / 2, 0.4)]
+    expected = 3 * plugin - 2 * sum(loo) / 3
+    assert CalibrationLoss(estimator="plugin")(samples, target).item() == pytest.approx(plugin, rel=1e-5)
+    assert CalibrationLoss(estimator="jackknife")(samples, target).item() == pytest.approx(expected, rel=1e-4)
+    # identical samples: no spread, the jackknife is the plug-in estimate; one sample: the plug-in estimate
+    same = samples[:, :1].expand(1, 3, 2, 1, 1)
+    assert CalibrationLoss(estimator="jackknife")(same, target).item() == pytest.approx(_kl(0.2, 0.4), rel=1e-4)
+    one = CalibrationLoss(estimator="jackknife")(samples[:, :1], target).item()
+    assert one == pytest.approx(_kl(0.2, 0.4), rel=1e-5)
+    with pytest.raises(ValueError, match="estimator"):
+        CalibrationLoss(estimator="unbiased")
+
+
+def test_jackknife_does_not_penalise_hard_samples_with_the_right_frequency():
+    """Hard samples drawn with F's frequency: the plug-in KL is ~1/(2M) on average, the jackknife ~0 (as soft
+    samples that all equal F, which score 0 under both)."""
+    gen = torch.Generator().manual_seed(0)
+    m, p = 8, 0.3
+    hard = (torch.rand(400, m, 1, 4, 4, generator=gen) < p).float()
+    samples = torch.cat([1 - hard, hard], dim=2)
+    target = torch.tensor([1 - p, p]).reshape(1, 2, 1, 1).expand(400, 2, 4, 4)
+    plugin = CalibrationLoss(estimator="plugin")(samples, target).item()
+    jackknife = CalibrationLoss(estimator="jackknife")(samples, target).item()
+    assert plugin == pytest.approx(1 / (2 * m), rel=0.2)
+    assert abs(jackknife) < 0.02
+    soft = target.unsqueeze(1).expand(400, m, 2, 4, 4)
+    assert CalibrationLoss(estimator="jackknife")(soft, target).item() == pytest.approx(0.0, abs=1e-6)
+    # the gradient still pulls the samples' mean towards F
+    shifted = (samples * 0.5 + 0.25).requires_grad_(True)
+    CalibrationLoss(estimator="jackknife")(shifted, target).backward()
+    assert shifted.grad is not None and torch.isfinite(shifted.grad).all()
