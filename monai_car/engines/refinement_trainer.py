@@ -110,6 +110,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         calibration_clamp: probability clamp inside ``L_cal``'s logarithms (1e-3 as the reference).
         calibration_estimator: ``"plugin"`` (the paper: KL of the M samples' mean) or ``"jackknife"`` (without the
             plug-in's ~1/(2M) bias against diverse samples), see :class:`~monai_car.losses.CalibrationLoss`.
+        calibration_pixel_reduction: ``"mean"`` (the paper) or ``"sum"`` of the pixel KLs per image.
         ignore_index: the label value of void pixels: left out of every loss and blanked in D's inputs.
         num_graders: the expected number of graders in ``labels_key`` when present.
         skip_invalid: leave out and report invalid cases (``engine.state.skipped_cases``) instead of raising.
@@ -158,6 +159,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         discriminator_schedule: DiscriminatorSchedule | None = None,
         calibration_clamp: float = 1e-3,
         calibration_estimator: str = "plugin",
+        calibration_pixel_reduction: str = "mean",
         ignore_index: int | None = None,
         num_graders: int | None = None,
         skip_invalid: bool = False,
@@ -235,7 +237,9 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         self.shared_encoder = bool(shared_encoder)
         self.image_key, self.grader_key, self.labels_key, self.case_key = image_key, grader_key, labels_key, case_key
         self.optim_set_to_none = optim_set_to_none
-        self.calibration_loss = CalibrationLoss(clamp=calibration_clamp, estimator=calibration_estimator)
+        self.calibration_loss = CalibrationLoss(
+            clamp=calibration_clamp, estimator=calibration_estimator, pixel_reduction=calibration_pixel_reduction
+        )
         self.refine_ce_loss = MaskedCrossEntropyLoss(ignore_index=ignore_index, input_is_probs=True)
         f_logits = callable(getattr(self.calibration_net, "forward_logits", None))
         self.f_ce_loss = MaskedCrossEntropyLoss(ignore_index=ignore_index, input_is_probs=not f_logits)

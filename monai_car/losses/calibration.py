@@ -28,9 +28,15 @@ class CalibrationLoss(_Loss):
     ``M * KL(mean) - (M - 1) * mean_j KL(mean without sample j)``, whose minimum in expectation is at
     ``E[G] = F`` whatever the spread of the samples (with ``M = 1`` it is the plug-in estimate).
 
+    ``pixel_reduction="mean"`` (the paper) averages the pixel KLs; ``"sum"`` sums them per image (then averages
+    images): the KL between the two factorised label-map distributions, a per-image quantity like the adversarial
+    loss it is weighed against. With the mean, a lesion covering 1 % of the crop contributes 1 % of its KL, and the
+    balance with ``L_adv`` shifts with the crop size.
+
     Args:
         clamp: probability floor inside the logarithms.
         estimator: ``"plugin"`` or ``"jackknife"``.
+        pixel_reduction: ``"mean"`` or ``"sum"`` over the (valid) pixels of an image.
 
     Shapes:
         ``samples``: ``(B, M, K, *spatial)`` G's probabilities; ``target``: ``(B, K, *spatial)`` F's probabilities;
@@ -38,14 +44,17 @@ class CalibrationLoss(_Loss):
         the number of valid pixels; with no valid pixel the loss is 0 (still attached to the graph).
     """
 
-    def __init__(self, clamp: float = 1e-3, estimator: str = "plugin") -> None:
+    def __init__(self, clamp: float = 1e-3, estimator: str = "plugin", pixel_reduction: str = "mean") -> None:
         super().__init__()
         if not 0.0 <= clamp < 0.5:
             raise ValueError(f"clamp must be in [0, 0.5), got {clamp}.")
         if estimator not in CALIBRATION_ESTIMATORS:
             raise ValueError(f"estimator must be one of {CALIBRATION_ESTIMATORS}, got {estimator!r}.")
+        if pixel_reduction not in ("mean", "sum"):
+            raise ValueError(f"pixel_reduction must be 'mean' or 'sum', got {pixel_reduction!r}.")
         self.clamp = clamp
         self.estimator = estimator
+        self.pixel_reduction = pixel_reduction
 
     def _kl(self, mean: torch.Tensor, log_target: torch.Tensor, dim: int) -> torch.Tensor:
         log_ratio = torch.log(mean.clamp(self.clamp, 1.0 - self.clamp)) - log_target
@@ -66,7 +75,11 @@ class CalibrationLoss(_Loss):
             leave_one_out = (m * mean.unsqueeze(1) - samples) / (m - 1)  # (B, M, K, *spatial)
             kl_loo = self._kl(leave_one_out, log_target.unsqueeze(1), dim=2).mean(dim=1)
             kl = m * kl - (m - 1) * kl_loo
-        return masked_mean(kl, validate_mask(mask, kl.shape))
+        mask = validate_mask(mask, kl.shape)
+        if self.pixel_reduction == "sum":
+            kl = kl if mask is None else kl * mask
+            return kl.reshape(kl.shape[0], -1).sum(dim=1).mean()
+        return masked_mean(kl, mask)
 
 
 class GaussianCalibrationLoss(_Loss):

@@ -115,6 +115,13 @@ def test_evaluation_writes_metrics_report_pictures_and_sample_sets(trained):
         assert (out / "eval" / name).is_file(), name
     report = (out / "eval" / "report.md").read_text()
     assert "hm_iou_16" in report and "![" in report
+    # the fidelity report of the hard samples, from the first min(64, S) samples
+    fidelity = {"sample_sharpness", "presence_ece", "presence_ece_floor", "hard_pixel_ece", "f_fit"}
+    assert fidelity <= set(metrics) and metrics["fidelity_cases"] == 2
+    assert "Fidelity of the hard samples" in report and "lesion-presence ECE" in report
+    assert len(summary["reliability_tables"]["presence"]["count"]) == 5
+    assert sum(summary["reliability_tables"]["presence"]["count"]) == 2  # one entry per case
+    assert (out / "eval" / "reliability_presence.png").is_file()
     cases = sorted((out / "eval" / "sample_sets").iterdir())
     assert len(cases) == 2
     image = nib.load(str(trained["data"] / "images" / "test_00.nii.gz"))

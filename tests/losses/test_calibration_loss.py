@@ -111,3 +111,25 @@ def test_jackknife_does_not_penalise_hard_samples_with_the_right_frequency():
     shifted = (samples * 0.5 + 0.25).requires_grad_(True)
     CalibrationLoss(estimator="jackknife")(shifted, target).backward()
     assert shifted.grad is not None and torch.isfinite(shifted.grad).all()
+
+
+def test_pixel_sum_is_the_kl_of_the_factorised_label_maps():
+    gen = torch.Generator().manual_seed(2)
+    fg = torch.rand(2, 3, 1, 4, 5, generator=gen)
+    samples = torch.cat([1 - fg, fg], dim=2)
+    f = torch.rand(2, 1, 4, 5, generator=gen)
+    target = torch.cat([1 - f, f], dim=1)
+    mask = torch.rand(2, 4, 5, generator=gen) > 0.3
+    for estimator in ("plugin", "jackknife"):
+        mean_loss = CalibrationLoss(estimator=estimator)(samples, target)
+        sum_loss = CalibrationLoss(estimator=estimator, pixel_reduction="sum")(samples, target)
+        assert sum_loss.item() == pytest.approx(20 * mean_loss.item(), rel=1e-5)  # 4 x 5 pixels per image
+    # by hand, plug-in: sum over valid pixels of each image, mean over the two images
+    p = fg.mean(1)[:, 0]
+    kl = p * torch.log(p.clamp(1e-3, 1 - 1e-3) / f[:, 0].clamp(1e-3, 1 - 1e-3))
+    kl = kl + (1 - p) * torch.log((1 - p).clamp(1e-3, 1 - 1e-3) / (1 - f[:, 0]).clamp(1e-3, 1 - 1e-3))
+    expected = (kl * mask).reshape(2, -1).sum(1).mean()
+    got = CalibrationLoss(pixel_reduction="sum")(samples, target, mask=mask)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="pixel_reduction"):
+        CalibrationLoss(pixel_reduction="max")
