@@ -272,3 +272,21 @@ def test_bundle_layout_is_complete_and_docs_link_existing_files():
     assert links, "the bundle README shows no picture of a real run"
     missing = [link for link in links if not (root / "docs" / link).is_file()]
     assert not missing, f"bundle README links missing pictures: {missing}"
+
+
+def test_paper_overlay_restores_the_papers_settings_and_only_overrides_existing_keys():
+    overlay = json.loads((CONFIGS / "paper.json").read_text())
+    demo = ConfigParser()
+    demo.read_config(TRAIN)
+    for key in overlay:  # a misspelt key would silently add a new, unused setting
+        assert key in demo, key
+    paper = ConfigParser()
+    paper.read_config([TRAIN, str(CONFIGS / "paper.json")])
+    assert paper["crop_size"] == 128 and paper["batch_size"] == 32
+    assert paper["stage2"]["num_samples"] == 20 and paper["stage2"]["lr_d"] == 1e-5
+    assert (paper["stage2"]["d_update_iterations"], paper["stage2"]["d_frozen_iterations"]) == (50, 200)
+    assert paper["stage2"]["calibration_estimator"] == "plugin" and paper["stage1"]["lr"] == 2e-4
+    assert paper["f_channels"] == [64, 128, 256, 512, 512]
+    # the demo differs where its docs say it does
+    assert demo["stage2"]["calibration_estimator"] == "jackknife" and demo["stage2"]["d_frozen_iterations"] == 0
+    assert demo["crop_size"] == 48
