@@ -23,9 +23,9 @@ from collections.abc import Sequence
 
 import torch
 
+from .bimodal_config import CALIBRATION_ESTIMATORS, BimodalConfig
 from .bimodal_summary import format_summary_markdown
 from .bimodal_sweep import PAPER_PIS, PAPER_SIGMAS, run_experiment, run_sweep
-from .bimodal_train import BimodalConfig
 
 __all__ = ["PAPER_PIS", "PAPER_SIGMAS", "main", "run_experiment", "run_sweep"]
 
@@ -43,6 +43,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=BimodalConfig.batch_size)
     p.add_argument("--num-samples", type=int, default=BimodalConfig.num_samples, help="M, G samples per x")
     p.add_argument("--eval-every", type=int, default=BimodalConfig.eval_every)
+    p.add_argument("--noise-dim", type=int, default=BimodalConfig.noise_dim, help="G's noise size (default 1)")
+    p.add_argument("--discriminator-on", type=int, default=BimodalConfig.discriminator_on, help="D cycle: updating")
+    p.add_argument(
+        "--discriminator-off", type=int, default=BimodalConfig.discriminator_off, help="D cycle: frozen (0: never)"
+    )
+    p.add_argument("--discriminator-lr", type=float, default=None, help="D's learning rate (default: that of G)")
+    p.add_argument("--r1-weight", type=float, default=BimodalConfig.r1_weight, help="R1 on D's real inputs")
+    p.add_argument(
+        "--calibration-pretrain-iterations",
+        type=int,
+        default=BimodalConfig.calibration_pretrain_iterations,
+        help="stage 1 (F alone, then frozen); 0: F trained jointly",
+    )
+    p.add_argument(
+        "--calibration-estimator", choices=CALIBRATION_ESTIMATORS, default=BimodalConfig.calibration_estimator
+    )
+    p.add_argument(
+        "--eval-min-separation",
+        type=float,
+        default=BimodalConfig.eval_min_separation,
+        help="evaluate where the branches are at least this far apart (0: whole regions)",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--sweep", action="store_true", help="all 9 (pi, sigma) x lambda in {1, 0} x --repeats")
     p.add_argument("--repeats", type=int, default=5)
@@ -65,6 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "num_samples": args.num_samples,
         "eval_every": args.eval_every,
+        "noise_dim": args.noise_dim,
+        "discriminator_on": args.discriminator_on,
+        "discriminator_off": args.discriminator_off,
+        "discriminator_lr": args.discriminator_lr,
+        "r1_weight": args.r1_weight,
+        "calibration_pretrain_iterations": args.calibration_pretrain_iterations,
+        "calibration_estimator": args.calibration_estimator,
+        "eval_min_separation": args.eval_min_separation,
     }
     try:
         if args.sweep:

@@ -121,6 +121,10 @@ def summarize_runs(results: Sequence[Mapping]) -> dict:
         late_mean, late_std = _mean_std(late)
         reached = [v for v in reach if v is not None]
         settled = [v for v in settle if v is not None]
+        regions = sorted({k for r in runs for k in r.get("mode_frequency", {})})
+        freq_mean = {k: float(np.mean([r["mode_frequency"][k] for r in runs])) for k in regions}
+        off = [r["off_branch_fraction"] for r in runs if r.get("off_branch_fraction")]
+        off_mean = float(np.mean([np.mean(list(o.values())) for o in off])) if off else None
         rows.append(
             {
                 "pi": pi,
@@ -139,6 +143,9 @@ def summarize_runs(results: Sequence[Mapping]) -> dict:
                 "runs_settled_5pct": len(settled),
                 "late_offset_mean": late_mean,
                 "late_offset_std": late_std,
+                "mode_frequency_mean": freq_mean,
+                "max_region_offset": max((abs(v - pi) for v in freq_mean.values()), default=None),
+                "off_branch_fraction_mean": off_mean,
             }
         )
     comparison = []
@@ -174,18 +181,22 @@ def format_summary_markdown(summary: Mapping) -> str:
     if "rows" not in summary or "comparison" not in summary:
         raise ValueError("summary must come from summarize_runs (keys 'rows' and 'comparison').")
     lines = [
-        "| pi | sigma | lambda | final offset (mean ± std) | iters to first reach 5 % (runs) "
-        "| iters to stay within 5 % (runs) | offset over last quarter (mean ± std) |",
-        "|---|---|---|---|---|---|---|",
+        "| pi | sigma | lambda | final offset (mean ± std) | mean frequency per region "
+        "| iters to first reach 5 % (runs) | iters to stay within 5 % (runs) | offset over last quarter (mean ± std) "
+        "| off-branch |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["rows"]:
         n = r["repeats"]
+        freqs = " / ".join(f"{v:.3f}" for v in r.get("mode_frequency_mean", {}).values()) or "-"
+        off = r.get("off_branch_fraction_mean")
         lines.append(
             f"| {r['pi']:g} | {r['sigma']:g} | {r['calibration_weight']:g} "
-            f"| {r['final_offset_mean']:.3f} ± {r['final_offset_std']:.3f} "
+            f"| {r['final_offset_mean']:.3f} ± {r['final_offset_std']:.3f} | {freqs} "
             f"| {_iters(r['iterations_to_5pct_mean'], r['runs_reaching_5pct'], n)} "
             f"| {_iters(r['iterations_to_settle_5pct_mean'], r['runs_settled_5pct'], n)} "
-            f"| {r['late_offset_mean']:.3f} ± {r['late_offset_std']:.3f} |"
+            f"| {r['late_offset_mean']:.3f} ± {r['late_offset_std']:.3f} "
+            f"| {'-' if off is None else f'{100 * off:.1f} %'} |"
         )
     lines += [
         "",

@@ -9,6 +9,7 @@ from monai_car.experiments.bimodal_data import (
     calibration_offset,
     evaluation_grid,
     mode_frequency,
+    off_branch_fraction,
     sample_bimodal,
 )
 
@@ -90,6 +91,36 @@ def test_evaluation_grid_cell_centres():
         evaluation_grid(0)
 
 
+def test_evaluation_grid_min_separation():
+    grid = evaluation_grid(4, min_separation=0.2)
+    torch.testing.assert_close(grid["0.0-0.4"], evaluation_grid(4)["0.0-0.4"])  # branches always 1 apart there
+    torch.testing.assert_close(grid["0.4-0.8"], torch.tensor([0.44, 0.52, 0.60, 0.68]))  # [0.4, 0.72)
+    y0, y1 = bimodal_branches(evaluation_grid(50, min_separation=0.3)["0.4-0.8"])
+    assert float((y0 - y1).min()) >= 0.3
+    for bad in (-0.1, 1.0, True):
+        with pytest.raises(ValueError, match="min_separation"):
+            evaluation_grid(4, min_separation=bad)
+
+
+def _data_frequencies(pi: float, sigma: float, min_separation: float) -> list[float]:
+    """Mode frequencies of the data itself (a perfect sampler) on the evaluation grid."""
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for x in evaluation_grid(50, min_separation).values():
+        y0, y1 = bimodal_branches(x)
+        b = torch.rand(50, 4000, generator=g) < pi
+        y = torch.where(b, y1[:, None], y0[:, None]) + sigma * torch.randn(50, 4000, generator=g)
+        out.append(mode_frequency(x, y))
+    return out
+
+
+def test_data_scores_pi_only_where_the_branches_are_apart():
+    """Where the lines of [0.4, 0.8) meet, nearest-branch counting misreads the data itself (0.881 at pi 0.9)."""
+    full = _data_frequencies(0.9, 0.03, 0.0)
+    assert abs(full[0] - 0.9) < 0.003 and abs(full[1] - 0.881) < 0.004
+    assert all(abs(f - 0.9) < 0.003 for f in _data_frequencies(0.9, 0.03, 0.2))
+
+
 def test_mode_frequency_hand_made():
     x = torch.tensor([0.2, 0.6])  # branches: +-0.5 and +-0.25
     samples = torch.tensor(
@@ -109,6 +140,18 @@ def test_mode_frequency_validates():
         mode_frequency(torch.tensor([0.1, 0.2]), torch.zeros(3, 3))
     with pytest.raises(ValueError, match="finite"):
         mode_frequency(torch.tensor([0.1]), torch.tensor([[float("nan")]]))
+
+
+def test_off_branch_fraction_hand_made():
+    x = torch.tensor([0.2, 0.6])  # branches: +-0.5 and +-0.25
+    samples = torch.tensor([[-0.5, 0.45, 0.0, 0.7], [-0.26, 0.25, 0.1, -0.4]])
+    # off (> 0.1 from both): 0.0 and 0.7 in the first row, 0.1 and -0.4 in the second
+    assert off_branch_fraction(x, samples, 0.1) == pytest.approx(4 / 8)
+    assert off_branch_fraction(x, samples, 0.3) == pytest.approx(1 / 8)  # only 0.0 (0.5 away)
+    with pytest.raises(ValueError, match="tolerance"):
+        off_branch_fraction(x, samples, 0.0)
+    with pytest.raises(ValueError, match="bimodal regions"):
+        off_branch_fraction(torch.tensor([0.9]), samples[:1], 0.1)
 
 
 def test_calibration_offset_hand_made():

@@ -39,21 +39,25 @@ def test_threshold_settle_and_late_mean():
         late_mean_offset(hist, fraction=0.0)
 
 
-def _result(pi, sigma, lam, seed, final, offsets):
-    return {
+def _result(pi, sigma, lam, seed, final, offsets, freqs=(0.9, 0.9), off=None):
+    out = {
         "pi": pi,
         "sigma": sigma,
         "calibration_weight": lam,
         "seed": seed,
         "calibration_offset": final,
         "history": _history(offsets),
+        "mode_frequency": {"0.0-0.4": freqs[0], "0.4-0.8": freqs[1]},
     }
+    if off is not None:
+        out["off_branch_fraction"] = {"0.0-0.4": off[0], "0.4-0.8": off[1]}
+    return out
 
 
 def test_summarize_runs_hand_computed():
     results = [
-        _result(0.9, 0.02, 1.0, 0, 0.01, [0.2, 0.04, 0.01]),
-        _result(0.9, 0.02, 1.0, 1, 0.03, [0.2, 0.1, 0.03]),
+        _result(0.9, 0.02, 1.0, 0, 0.01, [0.2, 0.04, 0.01], (0.91, 0.89), (0.02, 0.04)),
+        _result(0.9, 0.02, 1.0, 1, 0.03, [0.2, 0.1, 0.03], (0.95, 0.89), (0.06, 0.08)),
         _result(0.9, 0.02, 0.0, 1, 0.01, [0.2, 0.2, 0.01]),
         _result(0.9, 0.02, 0.0, 0, 0.02, [0.2, 0.2, 0.2]),
     ]
@@ -75,9 +79,15 @@ def test_summarize_runs_hand_computed():
     assert comp["lambda1_lower"] is False
     assert comp["paired_seeds"] == 2 and comp["paired_seeds_lambda1_lower"] == 1  # seed 0: 0.01 < 0.02
 
+    assert r1["mode_frequency_mean"] == pytest.approx({"0.0-0.4": 0.93, "0.4-0.8": 0.89})
+    assert r1["max_region_offset"] == pytest.approx(0.03)
+    assert r1["off_branch_fraction_mean"] == pytest.approx(0.05)  # mean of the runs' region means 0.03, 0.07
+    assert r0["off_branch_fraction_mean"] is None  # not reported by these runs
+
     md = format_summary_markdown(summary)
-    assert "| 0.9 | 0.02 | 1 | 0.020 ± 0.014 | 150 (2/2) |" in md
-    assert "| 0.9 | 0.02 | 0 | 0.015 ± 0.007 | 200 (1/2) |" in md
+    assert "| 0.9 | 0.02 | 1 | 0.020 ± 0.014 | 0.930 / 0.890 | 150 (2/2) |" in md
+    assert "| 0.9 | 0.02 | 0 | 0.015 ± 0.007 | 0.900 / 0.900 | 200 (1/2) |" in md
+    assert "| 5.0 % |" in md
     assert "| 0.9 | 0.02 | 0.020 | 0.015 | no | 1/2 |" in md
 
 

@@ -17,6 +17,8 @@ TINY = {
     "eval_points": 4,
     "eval_samples": 5,
     "final_eval_samples": 10,
+    "calibration_pretrain_iterations": 5,
+    "calibration_batch_size": 16,
 }
 
 

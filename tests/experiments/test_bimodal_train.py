@@ -3,9 +3,27 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monai_car.experiments.bimodal_train import BimodalConfig, build_nets, evaluate_calibration, train_bimodal
+from monai_car.experiments.bimodal_data import bimodal_branches
+from monai_car.experiments.bimodal_train import (
+    BimodalConfig,
+    build_nets,
+    discriminator_active,
+    evaluate_calibration,
+    train_bimodal,
+    unbiased_gaussian_calibration_loss,
+)
+from monai_car.losses import GaussianCalibrationLoss
 
-TINY = {"iterations": 30, "batch_size": 16, "num_samples": 4, "hidden": 16, "eval_every": 10, "eval_points": 5}
+TINY = {
+    "iterations": 30,
+    "batch_size": 16,
+    "num_samples": 4,
+    "hidden": 16,
+    "eval_every": 10,
+    "eval_points": 5,
+    "calibration_pretrain_iterations": 20,
+    "calibration_batch_size": 32,
+}
 TINY_EVAL = {"eval_samples": 8, "final_eval_samples": 20}
 
 
@@ -15,7 +33,23 @@ def _params(module: torch.nn.Module) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"pi": 1.1}, {"sigma": -1.0}, {"iterations": 0}, {"num_samples": 0}, {"seed": -1}, {"lr": 0.0}, {"pi": True}],
+    [
+        {"pi": 1.1},
+        {"sigma": -1.0},
+        {"iterations": 0},
+        {"num_samples": 0},
+        {"seed": -1},
+        {"lr": 0.0},
+        {"pi": True},
+        {"discriminator_lr": 2.0},
+        {"discriminator_on": 0},
+        {"discriminator_off": -1},
+        {"r1_weight": -1.0},
+        {"calibration_pretrain_iterations": -1},
+        {"calibration_estimator": "plugin"},
+        {"num_samples": 1},  # the unbiased estimator needs two samples
+        {"eval_min_separation": 1.0},
+    ],
 )
 def test_config_validates(kwargs):
     with pytest.raises(ValueError):
@@ -64,9 +98,11 @@ def test_short_run_is_reproducible():
     assert not torch.equal(_params(a.nets.generator), _params(c.nets.generator))
 
 
-def test_lambda_changes_only_g_and_d():
-    """F is trained on the same data stream with its own loss: lambda must not touch it, but must change G."""
-    runs = {lam: train_bimodal(BimodalConfig(calibration_weight=lam, **TINY, **TINY_EVAL)) for lam in (0.0, 1.0)}
+@pytest.mark.parametrize("pretrain", [20, 0])
+def test_lambda_changes_only_g_and_d(pretrain):
+    """F is trained (first, or jointly) on its own loss: lambda must not touch it, but must change G."""
+    kw = {**TINY, **TINY_EVAL, "calibration_pretrain_iterations": pretrain}
+    runs = {lam: train_bimodal(BimodalConfig(calibration_weight=lam, **kw)) for lam in (0.0, 1.0)}
     assert torch.equal(_params(runs[0.0].nets.calibration), _params(runs[1.0].nets.calibration))
     assert not torch.equal(_params(runs[0.0].nets.generator), _params(runs[1.0].nets.generator))
     assert runs[1.0].losses.keys() == {"F", "G_adv", "G_cal", "D"}
@@ -94,3 +130,66 @@ def test_evaluate_calibration_offset_matches_frequencies():
     assert evaluate_calibration(nets, 0.9, 6, 10, seed=0) == (freqs, offset)  # fixed evaluation noise
     with pytest.raises(ValueError):
         evaluate_calibration(nets, 0.9, 6, 0, seed=0)
+
+
+def test_discriminator_cycle_pattern():
+    assert [discriminator_active(i, 2, 3) for i in range(1, 12)] == [1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 1]
+    assert all(discriminator_active(i, 5, 0) for i in range(1, 20))
+    with pytest.raises(ValueError):
+        discriminator_active(0, 1, 1)
+
+
+def test_frozen_discriminator_is_not_updated():
+    """With cycles of 1 update and 10 frozen iterations, D after 6 iterations is D after 1; G keeps learning."""
+    kw = {**TINY, **TINY_EVAL, "discriminator_on": 1, "discriminator_off": 10}
+    one, six = (train_bimodal(BimodalConfig(**{**kw, "iterations": n, "eval_every": 1})) for n in (1, 6))
+    assert (one.discriminator_updates, six.discriminator_updates) == (1, 1)
+    assert torch.equal(_params(one.nets.discriminator), _params(six.nets.discriminator))
+    assert not torch.equal(_params(one.nets.generator), _params(six.nets.generator))
+    every = train_bimodal(BimodalConfig(**{**kw, "iterations": 6, "eval_every": 6, "discriminator_off": 0}))
+    assert every.discriminator_updates == 6
+    assert not torch.equal(_params(every.nets.discriminator), _params(six.nets.discriminator))
+
+
+def _real_input_gradient(run, n: int = 256) -> float:
+    """Mean squared d D / d (x, y) on real pairs, what R1 penalises."""
+    from monai_car.experiments.bimodal_data import sample_bimodal
+
+    x, y, _ = sample_bimodal(n, run.config.pi, run.config.sigma, torch.Generator().manual_seed(9))
+    inputs = torch.cat([x, y], dim=1).requires_grad_(True)
+    (grad,) = torch.autograd.grad(run.nets.discriminator(inputs).sum(), inputs)
+    return float(grad.pow(2).sum(dim=1).mean())
+
+
+def test_r1_flattens_discriminator_on_real_data():
+    kw = {**TINY, **TINY_EVAL, "iterations": 150, "eval_every": 150, "discriminator_off": 0, "lr": 1e-3}
+    plain, r1 = (_real_input_gradient(train_bimodal(BimodalConfig(**kw, r1_weight=w))) for w in (0.0, 10.0))
+    assert r1 < 0.5 * plain, (r1, plain)
+
+
+def test_unbiased_calibration_estimator_removes_the_variance_term():
+    """Over many draws of M = 4 samples of a 90 / 10 two-point mixture the plug-in estimate exceeds
+    0.5 * (E G - F)^2 by Var(G) / (2 M); the unbiased one does not."""
+    g = torch.Generator().manual_seed(0)
+    b = torch.rand(20000, 4, 1, generator=g) < 0.9
+    samples = torch.where(b, -0.5, 0.5)  # mean -0.4, variance 0.09
+    target = torch.full((20000, 1), -0.35)
+    exact = 0.5 * 0.05**2
+    assert float(unbiased_gaussian_calibration_loss(samples, target)) == pytest.approx(exact, abs=4e-4)
+    biased = float(GaussianCalibrationLoss()(samples, target))
+    assert biased == pytest.approx(exact + 0.09 / 8, abs=4e-4)
+    with pytest.raises(ValueError):
+        unbiased_gaussian_calibration_loss(samples[:, :1], target)
+
+
+def test_stage_one_fits_f_then_freezes_it():
+    kw = {**TINY, **TINY_EVAL, "pi": 0.9, "calibration_pretrain_iterations": 300, "calibration_batch_size": 256}
+    run = train_bimodal(BimodalConfig(**kw, calibration_lr=3e-3))
+    x = torch.linspace(0.02, 0.98, 25)
+    y0, y1 = bimodal_branches(x)
+    with torch.no_grad():
+        err = (run.nets.calibration(x[:, None])[:, 0] - (0.1 * y0 + 0.9 * y1)).abs().mean()
+    assert err < 0.03, err  # the conditional mean, not a mode
+    assert not any(p.requires_grad for p in run.nets.calibration.parameters())
+    longer = train_bimodal(BimodalConfig(**{**kw, "iterations": 60}, calibration_lr=3e-3))
+    assert torch.equal(_params(run.nets.calibration), _params(longer.nets.calibration))  # stage 2 leaves F alone
