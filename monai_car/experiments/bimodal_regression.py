@@ -10,7 +10,8 @@ writes ``DIR/results.json``, ``DIR/samples.png`` and ``DIR/offset.png``. The swe
 
 trains every ``(pi, sigma)`` in ``{0.5, 0.6, 0.9} x {0.01, 0.02, 0.03}`` with lambda in ``{1, 0}``, seeds
 ``seed .. seed + repeats - 1`` (the same seeds for both lambdas: paired runs), keeps each run's folder under ``RUNS``
-(default ``DIR/runs``) and writes ``DIR/summary.json``, ``DIR/summary.md`` and ``DIR/sweep_offsets.png``.
+(default ``DIR/runs``) and writes ``DIR/summary.json``, ``DIR/summary.md`` and ``DIR/sweep_offsets.png``
+(``--pis`` / ``--sigmas`` restrict the grid, e.g. for an ablation: ``--pis 0.9 --noise-dim 8``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--sweep", action="store_true", help="all 9 (pi, sigma) x lambda in {1, 0} x --repeats")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--pis", type=float, nargs="+", default=list(PAPER_PIS), help="sweep: values of pi")
+    p.add_argument("--sigmas", type=float, nargs="+", default=list(PAPER_SIGMAS), help="sweep: values of sigma")
     p.add_argument("--runs-dir", default=None, help="sweep: parent of the per-run folders (default OUT/runs)")
     p.add_argument("--resume", action="store_true", help="sweep: reuse finished runs with identical settings")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -102,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.out,
                 runs_dir=args.runs_dir,
                 repeats=args.repeats,
+                pis=tuple(args.pis),
+                sigmas=tuple(args.sigmas),
                 seed=args.seed,
                 resume=args.resume,
                 progress=not args.no_progress,

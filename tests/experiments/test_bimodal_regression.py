@@ -27,9 +27,12 @@ def test_cli_sweep_wiring(tmp_path, monkeypatch):
 
     monkeypatch.setattr(bimodal_regression, "run_sweep", fake_sweep)
     argv = ["--sweep", "--repeats", "3", "--iterations", "50", "--seed", "7", "--runs-dir", "R", "--out", str(tmp_path)]
+    assert main([*argv, "--pis", "0.9", "--sigmas", "0.01", "0.03"]) == 2
+    assert seen["pis"] == (0.9,) and seen["sigmas"] == (0.01, 0.03)
     ablation = ["--noise-dim", "8", "--discriminator-off", "0", "--calibration-estimator", "biased"]
     assert main([*argv, "--resume", *ablation, "--r1-weight", "10", "--calibration-pretrain-iterations", "0"]) == 2
     assert seen["out_dir"] == str(tmp_path) and seen["runs_dir"] == "R"
     assert (seen["repeats"], seen["iterations"], seen["seed"], seen["resume"]) == (3, 50, 7, True)
+    assert seen["pis"] == (0.5, 0.6, 0.9) and seen["sigmas"] == (0.01, 0.02, 0.03)
     assert (seen["noise_dim"], seen["discriminator_off"], seen["calibration_estimator"]) == (8, 0, "biased")
     assert (seen["r1_weight"], seen["calibration_pretrain_iterations"], seen["eval_min_separation"]) == (10.0, 0, 0.2)
