@@ -29,8 +29,9 @@ class BimodalConfig:
         batch_size: ``(x, y)`` pairs per iteration.
         num_samples: M, G's samples per ``x`` in each iteration (all go to ``L_cal`` and to D).
         hidden: width of the three hidden layers of each MLP.
-        noise_dim: dimension of G's noise ``z``. 1 as in the authors' 1D code: with 8 (the image models' size) G
-            does not split 90 / 10 and collapses onto the majority mode, with or without ``L_cal``.
+        noise_dim: dimension of G's noise ``z``. 1 as in the authors' 1D code: with 8 (the image models' size) and
+            D updated every iteration G collapses onto the majority mode at ``pi = 0.9``, with or without ``L_cal``;
+            with the D cycle 8 works too, but with more samples off the branches.
         lr: Adam learning rate of G and D in stage 2 (the paper: 1e-4), and of F when it is trained jointly.
         discriminator_lr: D's learning rate; ``None``: ``lr``.
         betas: Adam betas (those of the CAR reference setup).
@@ -41,7 +42,9 @@ class BimodalConfig:
         calibration_lr: stage-1 initial learning rate.
         calibration_estimator: ``"unbiased"`` or ``"biased"`` estimate of ``L_cal`` from the M samples.
         discriminator_on: D cycle: iterations in which D is updated ...
-        discriminator_off: ... followed by this many in which it is frozen (0: D is updated every iteration).
+        discriminator_off: ... followed by this many in which it is frozen (0: D is updated every iteration). The
+            method trains D in cycles (50 / 200); 5 / 10 here. Without a cycle D pins G's split and ``lambda = 0``
+            calibrates as well as ``lambda = 1``; with it, G chases the frozen D and only ``L_cal`` holds its mean.
         r1_weight: weight of the R1 penalty on D's real inputs (the image method: 10; 0: none).
         eval_every: iterations between two entries of the offset history.
         eval_points: grid points of ``x`` per bimodal region for the mode frequencies.
