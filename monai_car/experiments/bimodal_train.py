@@ -46,6 +46,9 @@ __all__ = [
 ]
 
 
+_UNBIASED_CALIBRATION = GaussianCalibrationLoss(estimator="jackknife")
+
+
 def unbiased_gaussian_calibration_loss(samples: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Unbiased estimate of ``0.5 * (E_z G - F)^2`` from M samples: ``0.5 * ((mean - F)^2 - var / M)``, averaged.
 
@@ -60,8 +63,7 @@ def unbiased_gaussian_calibration_loss(samples: torch.Tensor, target: torch.Tens
     """
     if samples.ndim != 3 or samples.shape[1] < 2 or target.shape != (samples.shape[0], samples.shape[2]):
         raise ValueError(f"samples must be (B, M >= 2, C) and target (B, C), got {samples.shape} and {target.shape}.")
-    m = samples.shape[1]
-    return 0.5 * ((samples.mean(dim=1) - target.detach()) ** 2 - samples.var(dim=1) / m).mean()
+    return _UNBIASED_CALIBRATION(samples, target)
 
 
 def discriminator_active(iteration: int, on: int, off: int) -> bool:

@@ -87,9 +87,24 @@ class GaussianCalibrationLoss(_Loss):
 
     This is ``KL(N(mean_m G, 1) || N(F, 1))`` (paper appendix A.2), used by the 1D bimodal regression experiment.
 
+    ``estimator="plugin"`` takes the square of the M samples' mean, whose expectation is
+    ``0.5 * (E G - F)^2 + Var(G) / (2 M)``: it also shrinks G's spread. ``estimator="jackknife"`` (as in
+    :class:`CalibrationLoss`; for a square the leave-one-out jackknife is exactly the unbiased U-statistic)
+    subtracts the unbiased sample variance over ``M``: ``0.5 * ((mean - F)^2 - var / M)``, which can be negative.
+    With ``M = 1`` it is the plug-in estimate.
+
+    Args:
+        estimator: ``"plugin"`` or ``"jackknife"``.
+
     Shapes:
         ``samples``: ``(B, M, *rest)``; ``target``: ``(B, *rest)``; optional ``mask`` of ``target``'s shape.
     """
+
+    def __init__(self, estimator: str = "plugin") -> None:
+        super().__init__()
+        if estimator not in CALIBRATION_ESTIMATORS:
+            raise ValueError(f"estimator must be one of {CALIBRATION_ESTIMATORS}, got {estimator!r}.")
+        self.estimator = estimator
 
     def forward(self, samples: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if samples.ndim < 2:
@@ -98,5 +113,7 @@ class GaussianCalibrationLoss(_Loss):
             raise ValueError(
                 f"target {tuple(target.shape)} must be samples' shape without the M axis {tuple(samples.shape)}."
             )
-        sq = 0.5 * (samples.mean(dim=1) - target.detach()) ** 2
-        return masked_mean(sq, validate_mask(mask, sq.shape))
+        sq = (samples.mean(dim=1) - target.detach()) ** 2
+        if self.estimator == "jackknife" and samples.shape[1] > 1:
+            sq = sq - samples.var(dim=1) / samples.shape[1]
+        return masked_mean(0.5 * sq, validate_mask(mask, sq.shape))

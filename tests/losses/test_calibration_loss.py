@@ -133,3 +133,13 @@ def test_pixel_sum_is_the_kl_of_the_factorised_label_maps():
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
     with pytest.raises(ValueError, match="pixel_reduction"):
         CalibrationLoss(pixel_reduction="max")
+
+
+def test_gaussian_jackknife_is_the_unbiased_estimate():
+    samples = torch.tensor([[[0.2], [0.5], [1.1]]])  # (B=1, M=3, 1); mean 0.6, unbiased var 0.21
+    target = torch.tensor([[0.4]])
+    expected = 0.5 * ((0.6 - 0.4) ** 2 - 0.21 / 3)
+    assert GaussianCalibrationLoss(estimator="jackknife")(samples, target).item() == pytest.approx(expected, rel=1e-5)
+    assert GaussianCalibrationLoss()(samples, target).item() == pytest.approx(0.5 * 0.2**2, rel=1e-5)
+    with pytest.raises(ValueError, match="estimator"):
+        GaussianCalibrationLoss(estimator="unbiased")
