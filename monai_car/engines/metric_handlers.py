@@ -130,14 +130,14 @@ class FidelityMetricHandler(CARMetricHandler):
         self.metric_fn(samples, labels, calibration_probs=probs)
 
     def compute(self) -> Any:
-        values = self.metric_fn.aggregate()
+        values, reliability = self.metric_fn.report()
         self._is_reduced = True
         if self._engine is not None:
             tables = getattr(self._engine.state, "reliability_tables", None)
             if tables is None:
                 tables = {}
                 self._engine.state.reliability_tables = tables
-            for name, table in self.metric_fn.reliability_tables().items():
+            for name, table in reliability.items():
                 tables[name] = {k: v.tolist() for k, v in table.items()}
         return values
 

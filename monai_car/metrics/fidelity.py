@@ -279,14 +279,15 @@ class FidelityMetric(CumulativeIterationMetric):
         samples = y_pred if self.num_samples is None else y_pred[:, : self.num_samples]
         return compute_fidelity_terms(samples, y, kwargs.get("calibration_probs"), self.pixel_bins)
 
-    def _terms(self) -> tuple[dict[str, float], dict[str, dict[str, torch.Tensor]]]:
+    def report(self) -> tuple[dict[str, float], dict[str, dict[str, torch.Tensor]]]:
+        """``(aggregate(), reliability_tables())`` from one reduction (the noise floor's Monte Carlo runs once)."""
         per_case, pixel = _all_buffers(self)
         return fidelity_from_terms(per_case, pixel, self.presence_bins, self.floor_repeats, self.seed)
 
     def aggregate(self) -> dict[str, float]:  # type: ignore[override]
         """The fidelity figures of every case seen so far on all ranks (floats; ECEs as fractions)."""
-        return self._terms()[0]
+        return self.report()[0]
 
     def reliability_tables(self) -> dict[str, dict[str, torch.Tensor]]:
         """``{"presence": table, "hard_pixel": table}`` (see :func:`~monai_car.metrics.reliability_table_from_bins`)."""
-        return self._terms()[1]
+        return self.report()[1]
