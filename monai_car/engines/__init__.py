@@ -20,7 +20,7 @@ from .metric_handlers import (
     SamplesOutput,
     default_car_metrics,
 )
-from .refinement_trainer import GENERATOR_LOSSES, RefinementTrainer
+from .refinement_trainer import GENERATOR_LOSSES, GeneratorUpdate, RefinementTrainer
 from .utils import (
     BatchCheck,
     InvalidBatchError,
@@ -41,6 +41,7 @@ __all__ = [
     "CalibrationTrainer",
     "FidelityMetricHandler",
     "FidelityOutput",
+    "GeneratorUpdate",
     "InvalidBatchError",
     "LogitsForward",
     "RefinementKeys",

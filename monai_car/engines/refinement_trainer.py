@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from monai.engines import Trainer
@@ -20,6 +20,8 @@ from monai_car.losses import (
     CalibrationLoss,
     MaskedCrossEntropyLoss,
     discriminator_adversarial_loss,
+    generator_adversarial_loss,
+    r1_penalty,
 )
 from monai_car.networks import CARNet
 from monai_car.utils.distributed import all_reduce_mean, is_distributed, wrap_ddp
@@ -31,18 +33,18 @@ from .refinement_utils import (
     as_floats,
     check_refinement_args,
     discriminator_accuracies,
-    discriminator_step,
+    fake_discriminator_input,
     learning_rate,
     one_hot_label_map,
     repeat_per_sample,
 )
-from .single_pass import single_pass_step
-from .two_pass import two_pass_step
+from .two_pass import draw_samples, replay_generator_backward
 from .utils import (
     LogitsForward,
     as_plain,
     attach_progress_bar,
     check_batch,
+    frozen_parameters,
     merge_checkpoint_entries,
     usable_cases,
 )
@@ -56,7 +58,28 @@ else:
     Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
     EventEnum, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum")
 
-__all__ = ["GENERATOR_LOSSES", "RefinementTrainer"]
+__all__ = ["GENERATOR_LOSSES", "GeneratorUpdate", "RefinementTrainer"]
+
+
+class GeneratorUpdate(NamedTuple):
+    """What G's update hands to D's: D's fake inputs and logits, and G's losses.
+
+    Attributes:
+        fake_inputs: D's inputs for all ``B * M`` samples, ``(B * M, C + K, *spatial)``: the image concatenated with a
+            sample (with G's graph in the single pass, without in the two-pass update; D's step detaches them).
+        fake_logits: D's detached logits of those inputs, ``(B * M, 1)`` (or per patch).
+        loss_g: G's weighted loss ``adversarial_weight * L_adv + calibration_weight * L_2``.
+        loss_adv: the non-saturating adversarial loss ``L_adv``.
+        loss_cal: the calibration loss ``L_cal`` (logged even when G is trained with the refine cross entropy).
+        loss_refine_ce: the refine cross entropy (None with the calibration loss).
+    """
+
+    fake_inputs: torch.Tensor
+    fake_logits: torch.Tensor
+    loss_g: torch.Tensor
+    loss_adv: torch.Tensor
+    loss_cal: torch.Tensor
+    loss_refine_ce: torch.Tensor | None
 
 
 class RefinementTrainer(ResumableTrainerMixin, Trainer):
@@ -118,7 +141,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         chunk_size: the most rows of ``B * M`` per G pass (None: all in one).
         sample_chunk_size: None (default): G's update back-propagates all ``B * M`` samples in one graph. An int
             ``c >= 1``: bounded memory, at most ``B * c`` rows of G and D in a graph at once (any ``c``; the last
-            chunk may be smaller), for one extra G forward without a graph (:mod:`monai_car.engines.two_pass`). The
+            chunk may be smaller), for one extra G forward without a graph (:meth:`_update_generator_two_pass`). The
             gradient is exact for ``L_G`` over samples generated ``c`` per image at a time: what changes is only that
             G's training-mode batch norm normalises each chunk with its own statistics (and updates its running
             statistics once per chunk) and each chunk draws its own dropout masks; with ``c >= M`` it is the single
@@ -374,14 +397,10 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
                 probs = self.calibration_net(x).float()
         out[CarKeys.CALIBRATION] = probs
 
-        # G (and F): one batched pass, or two passes over chunks of samples (bounded memory)
-        g_args = (engine, x, y, probs, valid, loss_ce_f)
-        g_out = single_pass_step(self, *g_args) if self.sample_chunk_size is None else two_pass_step(self, *g_args)
-        fake_in, fake_logits, loss_g, loss_adv, loss_cal, loss_refine_ce = g_out
-
-        # D: accuracy before the update decides, with the schedule, whether it is updated
+        # G (and F), then D (its accuracy before the update decides, with the schedule, whether it is updated)
+        g = self._update_generator(engine, x, y, probs, valid, loss_ce_f)
         real_in = torch.cat([x, one_hot_label_map(y, k, valid)], dim=1)
-        fake_logits = fake_logits.detach()
+        fake_logits = g.fake_logits.detach()
         with torch.no_grad():
             real_logits = self.discriminator(real_in).float()
         acc_real, acc_fake = discriminator_accuracies(real_logits, fake_logits)
@@ -389,14 +408,11 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         loss_d_bce = discriminator_adversarial_loss(real_logits, fake_logits)
         update_d = self.discriminator_schedule.should_update(int(engine.state.iteration), accuracy)
         loss_d = loss_r1 = None
-        if update_d:  # float32, no autocast: R1's double backward is fragile in half precision
-            loss_d, loss_r1 = discriminator_step(
-                engine, self._d_train, self.d_optimizer, real_in, fake_in.detach(), self.r1_weight,
-                lambda: self._clip(self.d_optimizer, self.discriminator, scaled=False), self.optim_set_to_none,
-            )  # fmt: skip
+        if update_d:
+            loss_d, loss_r1 = self._update_discriminator(engine, real_in, g.fake_inputs.detach())
         engine.state.output = as_floats(
             {
-                K.LOSS: loss_g, K.LOSS_ADV: loss_adv, K.LOSS_CAL: loss_cal, K.LOSS_REFINE_CE: loss_refine_ce,
+                K.LOSS: g.loss_g, K.LOSS_ADV: g.loss_adv, K.LOSS_CAL: g.loss_cal, K.LOSS_REFINE_CE: g.loss_refine_ce,
                 K.LOSS_CE_F: loss_ce_f, K.LOSS_D: loss_d, K.LOSS_D_BCE: loss_d_bce, K.LOSS_R1: loss_r1,
                 K.D_ACCURACY: accuracy, K.D_ACCURACY_REAL: acc_real, K.D_ACCURACY_FAKE: acc_fake,
                 K.D_UPDATED: float(update_d), K.LR_G: learning_rate(self.g_optimizer),
@@ -407,6 +423,165 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
 
+    # --- G's update -------------------------------------------------------------------------------------------------
+    def _update_generator(
+        self,
+        engine: Engine,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        probs: torch.Tensor,
+        valid: torch.Tensor | None,
+        loss_ce_f: torch.Tensor | None,
+    ) -> GeneratorUpdate:
+        """G's (and a jointly trained F's) update: all ``B * M`` samples in one graph, or, with ``sample_chunk_size``
+        set, two passes over chunks of samples (bounded memory, the same gradient; :mod:`~monai_car.engines.two_pass`).
+
+        Subclasses change how G learns by overriding this one hook.
+
+        Args:
+            engine: the engine (this trainer).
+            x: images ``(B, C, *spatial)``; y: one grader's labels ``(B, 1, *spatial)``.
+            probs: F's detached probabilities ``(B, K, *spatial)``.
+            valid: non-void mask ``(B, 1, *spatial)`` or None.
+            loss_ce_f: F's cross entropy when F is trained jointly, else None.
+        """
+        if self.sample_chunk_size is None:
+            return self._update_generator_single_pass(engine, x, y, probs, valid, loss_ce_f)
+        return self._update_generator_two_pass(engine, x, y, probs, valid, loss_ce_f)
+
+    def _update_generator_single_pass(
+        self,
+        engine: Engine,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        probs: torch.Tensor,
+        valid: torch.Tensor | None,
+        loss_ce_f: torch.Tensor | None,
+    ) -> GeneratorUpdate:
+        """All ``B * M`` samples of G in one graph; F's cross entropy (if any) is added before the one backward."""
+        device, out = engine.state.device, engine.state.output
+        self.refinement_net.train()
+        self.noise_generator.manual_seed(self.iteration_seed(engine.state.iteration, "noise"))
+        with self._autocast(device):
+            samples = self._sampler.sample(
+                x,
+                self.num_samples,
+                generator=self.noise_generator,
+                chunk_size=self.chunk_size,
+                calibration_probs=probs,
+                share_in_training=self.shared_encoder,
+            )
+        samples = samples.float()  # (B, M, K, *spatial)
+        out[CarKeys.SAMPLES] = samples
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.fire_event(AdversarialIterationEvents.GENERATOR_FORWARD_COMPLETED)
+
+        fake_in = fake_discriminator_input(x, samples, valid)
+        self.discriminator.train()
+        with frozen_parameters(self.discriminator), self._autocast(device):
+            fake_logits = self.discriminator(fake_in)  # gradients reach G only
+        fake_logits = fake_logits.float()
+        engine.fire_event(AdversarialIterationEvents.GENERATOR_DISCRIMINATOR_FORWARD_COMPLETED)
+
+        loss_adv = generator_adversarial_loss(fake_logits)
+        loss_cal, loss_refine_ce, second = self._second_loss(samples, probs, y, valid)
+        loss_g = self.adversarial_weight * loss_adv + self.calibration_weight * second
+        total = loss_g if loss_ce_f is None else loss_g + self.calibration_ce_weight * loss_ce_f
+        out.update({K.LOSS: loss_g, K.LOSS_ADV: loss_adv, K.LOSS_CAL: loss_cal})
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        engine.fire_event(AdversarialIterationEvents.GENERATOR_LOSS_COMPLETED)
+
+        self._zero_generator_grads()
+        self._backward(total)
+        self._generator_optimizer_step(engine)
+        return GeneratorUpdate(fake_in, fake_logits.detach(), loss_g, loss_adv, loss_cal, loss_refine_ce)
+
+    def _update_generator_two_pass(
+        self,
+        engine: Engine,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        probs: torch.Tensor,
+        valid: torch.Tensor | None,
+        loss_ce_f: torch.Tensor | None,
+    ) -> GeneratorUpdate:
+        """G's update with at most ``B * sample_chunk_size`` rows in a graph: all samples drawn without a graph, the
+        gradient of the weighted second loss taken on them, then each chunk replayed with a graph (the pure algorithm:
+        :func:`~monai_car.engines.two_pass.draw_samples` and :func:`~.two_pass.replay_generator_backward`).
+
+        Same noise, losses, events and output as the single pass (see :mod:`~monai_car.engines.two_pass` for what
+        "same" means under dropout and batch norm); F's cross entropy (if any) is back-propagated once, on its own;
+        ``engine.state.output``'s live tensors (``samples``, the G losses) and the returned tensors carry no graph.
+        """
+        device, out = engine.state.device, engine.state.output
+        b, m = x.shape[0], self.num_samples
+        net, chunk, rows, share = self._sampler, self.sample_chunk_size, self.chunk_size, self.shared_encoder
+        self.refinement_net.train()
+        self.noise_generator.manual_seed(self.iteration_seed(engine.state.iteration, "noise"))
+        noise = self.network.sample_noise(b * m, generator=self.noise_generator, device=device, dtype=x.dtype)
+        noise = noise.view(b, m, -1)  # what CARNet.sample draws from the same generator
+
+        def autocast() -> Any:
+            return self._autocast(device)
+
+        samples, states = draw_samples(net, x, probs, noise, chunk, rows, autocast, share)
+        out[CarKeys.SAMPLES] = samples
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.fire_event(AdversarialIterationEvents.GENERATOR_FORWARD_COMPLETED)
+
+        # the gradient of the weighted second loss w.r.t. every sample (it may couple the M samples of an image)
+        leaf = samples.detach().requires_grad_(True)
+        loss_cal, loss_refine_ce, second = self._second_loss(leaf, probs, y, valid)
+        (sample_grad,) = torch.autograd.grad(self.calibration_weight * second, leaf)
+
+        self._zero_generator_grads()
+        if loss_ce_f is not None:
+            self._backward(self.calibration_ce_weight * loss_ce_f)
+        self.discriminator.train()
+        fake_logits, loss_adv = replay_generator_backward(
+            net, self.discriminator, x, probs, noise, states, chunk, rows, sample_grad,
+            self.adversarial_weight, valid, autocast, self._backward, share,
+        )  # fmt: skip
+        engine.fire_event(AdversarialIterationEvents.GENERATOR_DISCRIMINATOR_FORWARD_COMPLETED)
+        loss_g = self.adversarial_weight * loss_adv + self.calibration_weight * second.detach()
+        loss_cal = loss_cal.detach()
+        out.update({K.LOSS: loss_g, K.LOSS_ADV: loss_adv, K.LOSS_CAL: loss_cal})
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        engine.fire_event(AdversarialIterationEvents.GENERATOR_LOSS_COMPLETED)
+        self._generator_optimizer_step(engine)
+        fake_in = fake_discriminator_input(x, samples, valid)
+        return GeneratorUpdate(fake_in, fake_logits, loss_g, loss_adv, loss_cal, loss_refine_ce)
+
+    # --- D's update -------------------------------------------------------------------------------------------------
+    def _update_discriminator(
+        self, engine: Engine, real_in: torch.Tensor, fake_in: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One D update, ``BCE(real, fake) + r1_weight * R1(real)``, in float32 (no autocast: R1's double backward is
+        fragile in half precision).
+
+        The reals ``(B, C + K, *spatial)`` and all fakes ``(B * M, C + K, *spatial)`` (detached) go through D in one
+        pass (one DDP forward per backward); MONAI's ``AdversarialIterationEvents`` are fired at the matching points.
+
+        Returns:
+            the D loss and the R1 penalty (before weighting).
+        """
+        real_in = real_in.detach().requires_grad_(True)
+        logits = self._d_train(torch.cat([real_in, fake_in], dim=0)).float()
+        real_logits, fake_logits = logits[: real_in.shape[0]], logits[real_in.shape[0] :]
+        engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_REALS_FORWARD_COMPLETED)
+        engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_FAKES_FORWARD_COMPLETED)
+        loss_r1 = r1_penalty(real_logits, real_in)
+        loss_d = discriminator_adversarial_loss(real_logits, fake_logits) + self.r1_weight * loss_r1
+        engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_LOSS_COMPLETED)
+        self.d_optimizer.zero_grad(set_to_none=self.optim_set_to_none)
+        loss_d.backward()
+        engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_BACKWARD_COMPLETED)
+        self._clip(self.d_optimizer, self.discriminator, scaled=False)
+        self.d_optimizer.step()
+        engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_MODEL_COMPLETED)
+        return loss_d, loss_r1
+
+    # --- shared pieces ----------------------------------------------------------------------------------------------
     def _zero_generator_grads(self) -> None:
         for opt in [self.g_optimizer] + ([self.f_optimizer] if self.train_calibration else []):
             opt.zero_grad(set_to_none=self.optim_set_to_none)

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-from monai.utils import AdversarialIterationEvents
 from torch import nn
 from torch.nn import functional as F
 from torch.optim import Optimizer
 
 from monai_car.handlers.discriminator_schedule import DiscriminatorSchedule
-from monai_car.losses import discriminator_adversarial_loss, r1_penalty
 from monai_car.networks import CARNet
 
 __all__ = [
     "GENERATOR_LOSSES",
     "as_floats",
     "check_refinement_args",
-    "discriminator_step",
     "learning_rate",
     "discriminator_accuracies",
     "fake_discriminator_input",
@@ -66,41 +63,6 @@ def one_hot_label_map(y: torch.Tensor, num_classes: int, valid: torch.Tensor | N
 def discriminator_accuracies(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """D's accuracy on reals (logit > 0) and on fakes (logit < 0); their mean is the balanced accuracy."""
     return (real_logits > 0).float().mean(), (fake_logits < 0).float().mean()
-
-
-def discriminator_step(
-    engine: Any,
-    discriminator: nn.Module,
-    optimizer: Optimizer,
-    real_in: torch.Tensor,
-    fake_in: torch.Tensor,
-    r1_weight: float,
-    clip: Callable[[], None],
-    set_to_none: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One D update, ``BCE(real, fake) + r1_weight * R1(real)``.
-
-    The reals ``(B, ...)`` and all fakes ``(B * M, ...)`` go through D in one pass (one DDP forward per backward);
-    MONAI's ``AdversarialIterationEvents`` are fired on ``engine``.
-
-    Returns:
-        the D loss and the R1 penalty (before weighting).
-    """
-    real_in = real_in.detach().requires_grad_(True)
-    logits = discriminator(torch.cat([real_in, fake_in], dim=0)).float()
-    real_logits, fake_logits = logits[: real_in.shape[0]], logits[real_in.shape[0] :]
-    engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_REALS_FORWARD_COMPLETED)
-    engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_FAKES_FORWARD_COMPLETED)
-    loss_r1 = r1_penalty(real_logits, real_in)
-    loss_d = discriminator_adversarial_loss(real_logits, fake_logits) + r1_weight * loss_r1
-    engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_LOSS_COMPLETED)
-    optimizer.zero_grad(set_to_none=set_to_none)
-    loss_d.backward()
-    engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_BACKWARD_COMPLETED)
-    clip()
-    optimizer.step()
-    engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_MODEL_COMPLETED)
-    return loss_d, loss_r1
 
 
 def learning_rate(optimizer: Optimizer | None) -> float | None:

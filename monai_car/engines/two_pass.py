@@ -1,4 +1,7 @@
-"""Stage 2's generator update with bounded memory: two passes over chunks of samples, with the exact gradient.
+"""The gradient algorithm of stage 2's bounded-memory generator update: two passes over chunks of samples, exact.
+
+:meth:`RefinementTrainer._update_generator_two_pass <monai_car.engines.RefinementTrainer>` runs it; this module holds
+only the pure algorithm.
 
 ``L_G = w_adv * L_adv + w_2 * L_2`` where ``L_2`` (the calibration loss, or the refine cross entropy) may couple the
 ``M`` samples of an image (``L_cal`` through their mean), so the samples cannot simply be back-propagated chunk by
@@ -22,19 +25,15 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
-from monai.engines.utils import IterationEvents
-from monai.utils import AdversarialIterationEvents
 from torch import nn
 
 from monai_car.losses import generator_adversarial_loss
 from monai_car.networks import CARNet
-from monai_car.utils.enums import CarKeys
 
 from .refinement_utils import fake_discriminator_input
-from .utils import RefinementKeys as K
 from .utils import frozen_parameters
 
-__all__ = ["chunk_starts", "draw_samples", "replay_generator_backward", "two_pass_step"]
+__all__ = ["chunk_starts", "draw_samples", "replay_generator_backward"]
 
 RngState = tuple[torch.Tensor, "torch.Tensor | None"]
 
@@ -176,67 +175,3 @@ def replay_generator_backward(
     _set_rng_state(final_state, x.device)
     fake_logits = torch.cat(logits_parts, dim=1)
     return fake_logits.reshape(b * m, *fake_logits.shape[2:]), loss_adv
-
-
-def two_pass_step(
-    trainer: Any,
-    engine: Any,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    probs: torch.Tensor,
-    valid: torch.Tensor | None,
-    loss_ce_f: torch.Tensor | None,
-) -> tuple[torch.Tensor, ...]:
-    """The :class:`~monai_car.engines.RefinementTrainer`'s G (and F) update with ``sample_chunk_size`` set.
-
-    Same noise, losses, events and output as the single pass (see the module docstring for what "same" means under
-    dropout and batch norm); ``engine.state.output``'s live tensors (``samples``, the G losses) carry no graph.
-
-    Args:
-        trainer: the RefinementTrainer.
-        engine: the engine (the trainer itself).
-        x: images ``(B, C, *spatial)``; y: one grader's labels ``(B, 1, *spatial)``.
-        probs: F's detached probabilities ``(B, K, *spatial)``.
-        valid: non-void mask ``(B, 1, *spatial)`` or None.
-        loss_ce_f: F's cross entropy when F is trained jointly (back-propagated once, on its own), else None.
-
-    Returns:
-        D's fake inputs ``(B * M, C + K, *spatial)`` (no graph), their detached logits, and the detached
-        ``loss_g``, ``loss_adv``, ``loss_cal`` and ``loss_refine_ce`` (None with the calibration loss).
-    """
-    device, out = engine.state.device, engine.state.output
-    b, m = x.shape[0], trainer.num_samples
-    net, chunk, rows = trainer._sampler, trainer.sample_chunk_size, trainer.chunk_size
-    trainer.refinement_net.train()
-    trainer.noise_generator.manual_seed(trainer.iteration_seed(engine.state.iteration, "noise"))
-    noise = trainer.network.sample_noise(b * m, generator=trainer.noise_generator, device=device, dtype=x.dtype)
-    noise = noise.view(b, m, -1)  # what CARNet.sample draws from the same generator
-    autocast = lambda: trainer._autocast(device)  # noqa: E731
-    share = trainer.shared_encoder
-    samples, states = draw_samples(net, x, probs, noise, chunk, rows, autocast, share)
-    out[CarKeys.SAMPLES] = samples
-    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-    engine.fire_event(AdversarialIterationEvents.GENERATOR_FORWARD_COMPLETED)
-
-    # the gradient of the weighted second loss w.r.t. every sample (it may couple the M samples of an image)
-    leaf = samples.detach().requires_grad_(True)
-    loss_cal, loss_refine_ce, second = trainer._second_loss(leaf, probs, y, valid)
-    (sample_grad,) = torch.autograd.grad(trainer.calibration_weight * second, leaf)
-
-    trainer._zero_generator_grads()
-    if loss_ce_f is not None:
-        trainer._backward(trainer.calibration_ce_weight * loss_ce_f)
-    trainer.discriminator.train()
-    fake_logits, loss_adv = replay_generator_backward(
-        net, trainer.discriminator, x, probs, noise, states, chunk, rows, sample_grad,
-        trainer.adversarial_weight, valid, autocast, trainer._backward, share,
-    )  # fmt: skip
-    engine.fire_event(AdversarialIterationEvents.GENERATOR_DISCRIMINATOR_FORWARD_COMPLETED)
-    loss_g = trainer.adversarial_weight * loss_adv + trainer.calibration_weight * second.detach()
-    loss_cal = loss_cal.detach()
-    out.update({K.LOSS: loss_g, K.LOSS_ADV: loss_adv, K.LOSS_CAL: loss_cal})
-    engine.fire_event(IterationEvents.LOSS_COMPLETED)
-    engine.fire_event(AdversarialIterationEvents.GENERATOR_LOSS_COMPLETED)
-    trainer._generator_optimizer_step(engine)
-
-    return fake_discriminator_input(x, samples, valid), fake_logits, loss_g, loss_adv, loss_cal, loss_refine_ce

@@ -10,7 +10,7 @@ from monai.engines.utils import IterationEvents
 from monai.handlers import LrScheduleHandler, ValidationHandler
 from monai.utils import AdversarialIterationEvents
 
-from monai_car.engines import CAREvaluator, InvalidBatchError, RefinementKeys, RefinementTrainer
+from monai_car.engines import CAREvaluator, GeneratorUpdate, InvalidBatchError, RefinementKeys, RefinementTrainer
 from monai_car.handlers import AtomicCheckpointSaver, DiscriminatorSchedule, StrictCheckpointLoader
 from monai_car.losses import CalibrationLoss
 from monai_car.optimizers import create_car_optimizer, create_lr_scheduler
@@ -192,7 +192,7 @@ def test_validation_during_training_selects_on_the_whole_validation_set(tmp_path
                              num_samples=2, progress_bar=True)  # fmt: skip
     AtomicCheckpointSaver(str(tmp_path), {"refinement_net": trainer.refinement_net}, save_key_metric=True,
                           key_metric_negative_sign=True, key_metric_filename="best.pt").attach(evaluator)  # fmt: skip
-    seen = []
+    seen: list[GeneratorUpdate] = []
     evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.append((e.state.epoch, e.state.metrics["ged"])))
     ValidationHandler(validator=evaluator, interval=1, epoch_level=True).attach(trainer)
     trainer.run()
@@ -283,3 +283,54 @@ def test_resume_with_another_configuration_fails(tmp_path):
         CheckpointKeyError, match=r"missing entries \[\].*unexpected entries \['lr_scheduler_g', 'optimizer_f'\]"
     ):
         loader(trainer)
+
+
+def test_generator_update_hook_can_be_overridden_by_a_subclass():
+    """A trainer variant changes how G learns by overriding ``_update_generator`` alone (nnU-Net's habit): here it
+    scales G's update to zero by skipping the optimiser step, while D still trains from the hook's fakes."""
+
+    class FrozenGeneratorTrainer(RefinementTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.updates: list[GeneratorUpdate] = []
+
+        def _update_generator(self, engine, x, y, probs, valid, loss_ce_f):
+            with torch.no_grad():
+                samples = self.network.sample(x, self.num_samples, calibration_probs=probs)
+            fake_in = torch.cat([x.repeat_interleave(self.num_samples, 0), samples.flatten(0, 1)], dim=1)
+            logits = self.discriminator(fake_in).detach()
+            zero = torch.zeros(())
+            update = GeneratorUpdate(fake_in, logits, zero, zero, zero, None)
+            self.updates.append(update)
+            return update
+
+    net, d = make_networks()
+    trainer = FrozenGeneratorTrainer(
+        "cpu", 1, make_loader(make_cases(8), batch_size=4), net, d, create_car_optimizer(net.refinement_net),
+        create_car_optimizer(d, lr=1e-3), num_samples=3, discriminator_schedule=DiscriminatorSchedule(1, 0, None),
+    )  # fmt: skip
+    g0, d0 = _params(trainer.refinement_net), _params(trainer.discriminator)
+    trainer.run()
+    assert len(trainer.updates) == 2 and trainer.updates[0].fake_inputs.shape == (12, 3, 32, 32)
+    assert not _changed(g0, trainer.refinement_net), "the overriding hook did not step G"
+    assert _changed(d0, trainer.discriminator) and trainer.state.output["d_updated"] == 1.0
+    assert trainer.state.output["loss"] == 0.0 and math.isnan(trainer.state.output["loss_refine_ce"])
+
+
+def test_generator_update_is_a_named_tuple_of_the_logged_losses():
+    trainer = _trainer(schedule=DiscriminatorSchedule(1, 0, accuracy_cap=None))
+    seen: list[GeneratorUpdate] = []
+    original = trainer._update_generator
+
+    def spy(*args):
+        update = original(*args)
+        seen.append(update._replace(loss_g=update.loss_g.detach()))
+        return update
+
+    trainer._update_generator = spy
+    trainer.run()
+    last, out = seen[-1], trainer.state.output
+    assert isinstance(last, GeneratorUpdate) and last.loss_refine_ce is None
+    assert last.fake_inputs.shape == (12, 3, 32, 32) and last.fake_logits.shape[0] == 12
+    assert out["loss"] == pytest.approx(last.loss_g.item()) and out["loss_cal"] == pytest.approx(last.loss_cal.item())
+    assert last.loss_g.item() == pytest.approx(10 * last.loss_adv.item() + 5 * last.loss_cal.item(), rel=1e-5)
