@@ -10,8 +10,10 @@ networks and losses, fp32, contiguous memory, F under ``torch.no_grad``. Variant
 - ``f_inference_mode``: F under ``torch.inference_mode``;
 - ``channels_last``: models and inputs in channels-last memory format;
 - ``bf16_autocast``: forward passes under ``torch.autocast(dtype=bfloat16)``;
-- ``two_pass``: the proposed memory-bounded G update (``proposals.two_pass_generator_step``), exact gradient with
-  ``--sample-chunk`` samples per image in a graph; ``two_pass_bf16`` the same under bfloat16 autocast;
+- ``two_pass``: the memory-bounded G update with the exact gradient, ``--sample-chunk`` samples per image in a graph:
+  the library's two passes (``monai_car.engines.two_pass``: ``draw_samples``, ``replay_generator_backward``) driven
+  by :func:`two_pass_generator_step` on the same networks as ``baseline`` (runs made before its adoption measured a
+  proposal's copy); ``two_pass_bf16`` the same under bfloat16 autocast;
 - ``engine`` / ``engine_bf16``: ``monai_car.engines.RefinementTrainer``'s own iteration (its D schedule set to
   update D every iteration, like the others), without and with its AMP (bfloat16 autocast on CPU); stage 1:
   ``CalibrationTrainer``'s;
@@ -52,10 +54,10 @@ from bench_utils import (
     synchronizer,
     write_json,
 )
-from proposals import two_pass_generator_step
 from torch import nn
 from torch.nn import functional as F
 
+from monai_car.engines.two_pass import draw_samples, replay_generator_backward
 from monai_car.losses import (
     CalibrationLoss,
     MaskedCrossEntropyLoss,
@@ -65,7 +67,15 @@ from monai_car.losses import (
 )
 from monai_car.networks import CalibrationSegNet, CARDiscriminator, CARNet, RefinementUNet
 
-__all__ = ["Stage2", "build_stage1", "build_stage2", "main", "stage1_iteration", "stage2_iteration"]
+__all__ = [
+    "Stage2",
+    "build_stage1",
+    "build_stage2",
+    "main",
+    "stage1_iteration",
+    "stage2_iteration",
+    "two_pass_generator_step",
+]
 
 SCRIPT = Path(__file__).resolve()
 ADV_WEIGHT, CAL_WEIGHT, R1_WEIGHT = 10.0, 5.0, 10.0
@@ -160,6 +170,68 @@ def _d_step(st: Stage2, fake: torch.Tensor, ctx: Any) -> torch.Tensor:
     loss_d.backward()
     st.opt_d.step()
     return loss_d.detach()
+
+
+def two_pass_generator_step(
+    net: CARNet,
+    discriminator: nn.Module,
+    x: torch.Tensor,
+    probs: torch.Tensor,
+    num_samples: int,
+    sample_chunk: int,
+    noise: torch.Tensor | None = None,
+    adv_weight: float = ADV_WEIGHT,
+    cal_weight: float = CAL_WEIGHT,
+    calibration_loss: nn.Module | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Accumulate ``d L_G / d theta_G`` into G's ``.grad`` with at most ``B * sample_chunk`` rows in a graph, through
+    the library's two passes (:mod:`monai_car.engines.two_pass`) outside the trainer.
+
+    ``L_G = adv_weight * mean softplus(-D(x, s)) + cal_weight * L_cal(s, F(x))`` over all ``M`` samples, as in a plain
+    single-pass update; D receives no gradient. Batch norm in G sees one chunk per forward, as with
+    ``CARNet.sample(chunk_size=...)``; with ``sample_chunk >= M``, or G in eval mode, the gradient equals the
+    single-pass one. Running statistics are updated once per chunk (the no-graph pass leaves them untouched).
+
+    Args:
+        net: F + G; only G is run.
+        discriminator: D, conditioned on the image: ``D(cat(x, s))``.
+        x: images ``(B, C, *spatial)``.
+        probs: F's probabilities ``(B, K, *spatial)`` (detached).
+        num_samples: ``M``.
+        sample_chunk: samples per image in one graph.
+        noise: ``(B, M, noise_dim)``; drawn from the global RNG when ``None``.
+        adv_weight: weight of the non-saturating adversarial loss.
+        cal_weight: weight of the calibration loss.
+        calibration_loss: defaults to :class:`~monai_car.losses.CalibrationLoss`.
+        autocast_dtype: run G and D under ``torch.autocast`` with this dtype (e.g. bfloat16); losses in float32.
+
+    Returns:
+        ``(samples, losses)``: the detached float32 ``(B, M, K, *spatial)`` samples (for D's update) and the loss
+        values ``{"adv", "cal", "total"}``.
+    """
+    b, m = x.shape[0], int(num_samples)
+    chunk = max(1, min(int(sample_chunk), m))
+
+    def autocast() -> Any:
+        if autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(x.device.type, dtype=autocast_dtype)
+
+    cal = calibration_loss if calibration_loss is not None else CalibrationLoss()
+    probs = probs.detach()
+    if noise is None:
+        noise = net.sample_noise(b * m, device=x.device, dtype=x.dtype).view(b, m, -1)
+    samples, states = draw_samples(net, x, probs, noise, chunk, None, autocast)
+    leaf = samples.detach().requires_grad_(True)
+    l_cal = cal(leaf, probs)
+    (sample_grad,) = torch.autograd.grad(cal_weight * l_cal, leaf)
+    _, l_adv = replay_generator_backward(
+        net, discriminator, x, probs, noise, states, chunk, None, sample_grad, adv_weight, None, autocast,
+        lambda loss: loss.backward(),
+    )  # fmt: skip
+    adv, cal_value = float(l_adv), float(l_cal.detach())
+    return samples, {"adv": adv, "cal": cal_value, "total": adv_weight * adv + cal_weight * cal_value}
 
 
 def stage2_iteration(st: Stage2, num_samples: int, variant: str = "baseline", sample_chunk: int = 5) -> torch.Tensor:

@@ -77,7 +77,7 @@ def authors_section(results: dict[tuple[str, str], dict[str, Any]]) -> list[str]
             f"{fmt_x(hi / eng['median_s'])[1:]} faster than the authors' code, with "
             f'{fmt_x(their_gib / (eng["peak_mib"] / 1024))} less memory; "far below" holds with `amp=True` '
             f"({fmt_x(lo / amp['median_s'])}-{fmt_x(hi / amp['median_s'])[1:]}) and for the metrics, and the memory "
-            "only with the two-pass proposal. The GPU figures are not comparable with their CPU ones and are not "
+            "only with the two-pass G update. The GPU figures are not comparable with their CPU ones and are not "
             "put against them.",
         ]
     return lines
@@ -142,10 +142,13 @@ def proposals_section(results: dict[tuple[str, str], dict[str, Any]]) -> list[st
                 )
     if rows:
         lines += [
-            "### 2. Proposed: stage-2 G update with bounded memory and the exact gradient (`RefinementTrainer`)",
+            "### 2. Adopted: stage-2 G update with bounded memory and the exact gradient "
+            "(`RefinementTrainer(sample_chunk_size=...)`)",
             "",
-            "File `monai_car/engines/refinement_trainer.py` (`_train_step`, G's part), measured on a copy in "
-            "`benchmarks/proposals.py::two_pass_generator_step`. `L_cal` couples the M samples through their mean, "
+            "In `monai_car/engines/two_pass.py`, run by `RefinementTrainer` when `sample_chunk_size` is set "
+            "(`engine_two_pass`). `two_pass` was measured on a proposal's copy in runs made before the adoption; "
+            "since, it runs the library's two passes outside the trainer (`bench_training.two_pass_generator_step`). "
+            "`L_cal` couples the M samples through their mean, "
             "so the graph of all `B*M` G passes is held at once: that is what fills memory at M=20. Two passes give "
             "the same gradient with one chunk of samples in a graph at a time: (1) draw all M samples without a "
             "graph, take `g = d(5 L_cal)/d mean`; (2) per chunk, recompute with a graph (same noise, dropout masks "

@@ -30,7 +30,8 @@ __all__ = [
 # and losses (the references, and the setting variants such as bf16 autocast that the engines expose as ``amp``);
 # "proposal": ``benchmarks/proposals.py`` only, NOT in the library yet; "adopted": a proposal's copy measured in a run
 # made before the change moved into the library (results written since measure the library's own variant: the
-# shared encoder is ``batched``, the foreground crop ``vectorised``).
+# shared encoder is ``batched``, the foreground crop ``vectorised``, the two-pass G update ``engine_two_pass``, and
+# ``two_pass`` runs the library's two passes outside the trainer).
 LIBRARY: dict[str, dict[str, str]] = {
     "sampling": {
         "loop": "benchmark",
@@ -56,8 +57,10 @@ LIBRARY: dict[str, dict[str, str]] = {
         "f_inference_mode": "benchmark",
         "channels_last": "benchmark",
         "bf16_autocast": "benchmark",
-        "two_pass": "proposal",
-        "two_pass_bf16": "proposal",
+        "two_pass": "adopted",
+        "two_pass_bf16": "adopted",
+        "engine_two_pass": "library",
+        "engine_two_pass_bf16": "library",
     },
     "preprocessing": {
         "single_process": "benchmark",

@@ -91,7 +91,7 @@ def _stage2_nets(train: bool):
 def test_two_pass_generator_step_gives_the_single_pass_gradient(bench, train, chunk):
     from monai_car.losses import CalibrationLoss, generator_adversarial_loss
 
-    p = bench("proposals")
+    t = bench("bench_training")  # the library's two passes (monai_car.engines.two_pass), as the benchmark runs them
     x, z = torch.rand(2, 1, 32, 32), torch.randn(2, 5, 8)
     net, disc = _stage2_nets(train)
     with torch.no_grad():
@@ -107,7 +107,7 @@ def test_two_pass_generator_step_gives_the_single_pass_gradient(bench, train, ch
 
     net2, disc2 = _stage2_nets(train)
     torch.manual_seed(5)
-    out, losses = p.two_pass_generator_step(net2, disc2, x, probs, 5, chunk, noise=z)
+    out, losses = t.two_pass_generator_step(net2, disc2, x, probs, 5, chunk, noise=z)
     assert out.shape == samples.shape and not out.requires_grad
     assert losses["total"] == pytest.approx(float(loss.detach()), rel=1e-5)
     for q, g in zip(net2.refinement_net.parameters(), expected):

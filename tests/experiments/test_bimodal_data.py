@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monai_car.experiments.bimodal_data import (
+from experiments.bimodal_data import (
     BIMODAL_REGIONS,
     bimodal_branches,
     calibration_offset,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pytest
 
-from monai_car.experiments.bimodal_plots import plot_offset_history, plot_samples, plot_sweep, save_figure
+from experiments.bimodal_plots import plot_offset_history, plot_samples, plot_sweep, save_figure
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import json
 
-from monai_car.experiments import bimodal_regression
-from monai_car.experiments.bimodal_regression import main
+from experiments import bimodal_regression
+from experiments.bimodal_regression import main
 
 
 def test_cli_single_run(tmp_path, capsys):

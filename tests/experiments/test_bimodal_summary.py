@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from monai_car.experiments.bimodal_summary import (
+from experiments.bimodal_summary import (
     format_summary_markdown,
     iterations_to_settle,
     iterations_to_threshold,

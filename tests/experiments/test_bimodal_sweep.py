@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-import monai_car.experiments as experiments
-from monai_car.experiments.bimodal_sweep import PAPER_PIS, PAPER_SIGMAS, run_experiment, run_sweep
-from monai_car.experiments.bimodal_train import BimodalConfig
+import experiments
+from experiments.bimodal_sweep import PAPER_PIS, PAPER_SIGMAS, run_experiment, run_sweep
+from experiments.bimodal_train import BimodalConfig
 
 TINY = {
     "iterations": 20,

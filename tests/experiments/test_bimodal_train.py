@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monai_car.experiments.bimodal_data import bimodal_branches
-from monai_car.experiments.bimodal_train import (
+from experiments.bimodal_data import bimodal_branches
+from experiments.bimodal_train import (
     BimodalConfig,
     build_nets,
     discriminator_active,
@@ -153,7 +153,7 @@ def test_frozen_discriminator_is_not_updated():
 
 def _real_input_gradient(run, n: int = 256) -> float:
     """Mean squared d D / d (x, y) on real pairs, what R1 penalises."""
-    from monai_car.experiments.bimodal_data import sample_bimodal
+    from experiments.bimodal_data import sample_bimodal
 
     x, y, _ = sample_bimodal(n, run.config.pi, run.config.sigma, torch.Generator().manual_seed(9))
     inputs = torch.cat([x, y], dim=1).requires_grad_(True)

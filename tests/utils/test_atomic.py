@@ -256,8 +256,8 @@ def test_figure_permissions(tmp_path, modes):
 def test_bimodal_figure_and_summary_permissions(tmp_path, modes):
     import matplotlib.pyplot as plt
 
-    from monai_car.experiments.bimodal_plots import save_figure
-    from monai_car.experiments.bimodal_summary import write_json_atomic as bimodal_json
+    from experiments.bimodal_plots import save_figure
+    from experiments.bimodal_summary import write_json_atomic as bimodal_json
 
     fig, _ = plt.subplots(figsize=(1, 1))
     assert _mode(save_figure(fig, tmp_path / "f.png")) == modes[0]

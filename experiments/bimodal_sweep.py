@@ -1,5 +1,5 @@
 """One run and the full sweep of the 1D bimodal regression experiment; the command line is in
-:mod:`monai_car.experiments.bimodal_regression`."""
+:mod:`experiments.bimodal_regression`."""
 
 from __future__ import annotations
 

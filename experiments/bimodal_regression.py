@@ -2,11 +2,11 @@
 
 One run::
 
-    python -m monai_car.experiments.bimodal_regression --pi 0.9 --sigma 0.02 --calibration-weight 1 --out DIR
+    python -m experiments.bimodal_regression --pi 0.9 --sigma 0.02 --calibration-weight 1 --out DIR
 
 writes ``DIR/results.json``, ``DIR/samples.png`` and ``DIR/offset.png``. The sweep::
 
-    python -m monai_car.experiments.bimodal_regression --sweep --out DIR [--runs-dir RUNS] [--repeats 5]
+    python -m experiments.bimodal_regression --sweep --out DIR [--runs-dir RUNS] [--repeats 5]
 
 trains every ``(pi, sigma)`` in ``{0.5, 0.6, 0.9} x {0.01, 0.02, 0.03}`` with lambda in ``{1, 0}``, seeds
 ``seed .. seed + repeats - 1`` (the same seeds for both lambdas: paired runs), keeps each run's folder under ``RUNS``
@@ -33,7 +33,7 @@ __all__ = ["PAPER_PIS", "PAPER_SIGMAS", "main", "run_experiment", "run_sweep"]
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m monai_car.experiments.bimodal_regression",
+        prog="python -m experiments.bimodal_regression",
         description="CAR 1D bimodal regression (paper section 5.1): calibration of G's mode frequencies.",
     )
     p.add_argument("--pi", type=float, default=0.9, help="P(b = 1) of a single run (default 0.9)")

@@ -51,7 +51,7 @@ class BimodalConfig:
         eval_samples: G samples per grid point for the history.
         final_eval_samples: G samples per grid point for the final mode frequencies.
         eval_min_separation: evaluate only where the two branches are at least this far apart
-            (:func:`~monai_car.experiments.bimodal_data.evaluation_grid`; 0.2: ``[0.4, 0.72)`` in the second region).
+            (:func:`~experiments.bimodal_data.evaluation_grid`; 0.2: ``[0.4, 0.72)`` in the second region).
     """
 
     pi: float = 0.5

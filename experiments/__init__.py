@@ -1,3 +1,11 @@
+"""Research artefacts built on :mod:`monai_car`, kept out of the installed library (run them from the repository root).
+
+- the paper's 1D bimodal regression experiment (section 5.1), with its own training loop:
+  ``python -m experiments.bimodal_regression`` (results and how to reproduce them: ``docs/bimodal_regression``);
+- :mod:`experiments.demo_sampling`: draws from an untrained ``CARNet``, shapes, timing and a picture
+  (``python -m experiments.demo_sampling``).
+"""
+
 from __future__ import annotations
 
 from .bimodal_data import (

@@ -1,6 +1,6 @@
 """Sample from an untrained CARNet: shapes, timing and a picture, with nothing downloaded.
 
-Run ``python -m monai_car.demo_sampling --out outputs/demo_sampling``. The network is untrained, so the samples are
+Run ``python -m experiments.demo_sampling --out outputs/demo_sampling``. The network is untrained, so the samples are
 noise-driven blobs: the point is the batched sampling path and its timing, not a segmentation.
 """
 

@@ -143,7 +143,7 @@ def evaluate_calibration(
         samples_per_point: G samples per grid point.
         seed: seed of the evaluation noise (fixed, so that histories compare like with like).
         min_separation: evaluate only where the branches are at least this far apart (see
-            :func:`~monai_car.experiments.bimodal_data.evaluation_grid`).
+            :func:`~experiments.bimodal_data.evaluation_grid`).
         off_branch_tolerance: if given, also return the fraction of samples farther than this from both branches.
 
     Returns:
