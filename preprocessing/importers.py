@@ -22,92 +22,25 @@ by patient (or series, or case when neither is known) from ``--split-seed``.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from monai_car.data.dicom_series import DataError
+
 from .crops import crop_affine, to_ras_canonical
-from .dicom_series import DataError
+from .importers_arrays import read_phiseg_hdf5, read_pickle
+from .importers_base import ImportCase, normalise_split
+from .importers_images import read_image_label_folders, read_prob_unet_png
 from .output import SPLITS, check_output_free, split_patients, staged_output, write_json, write_nifti
 
 __all__ = ["FORMATS", "ImportCase", "import_dataset", "normalise_split"]
 
 FORMATS = ("prob-unet-png", "pickle", "phiseg-hdf5", "image-label-folders")
-
-_SPLIT_NAMES = {
-    "train": "training",
-    "training": "training",
-    "val": "validation",
-    "valid": "validation",
-    "validation": "validation",
-    "test": "test",
-    "testing": "test",
-}
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def normalise_split(name: str) -> str | None:
-    """``train``/``training`` -> ``training``, ``val``/``valid``/``validation`` -> ``validation``,
-    ``test``/``testing`` -> ``test``; anything else -> ``None``."""
-    return _SPLIT_NAMES.get(name.lower())
-
-
-@dataclass
-class ImportCase:
-    """One crop read from a source format.
-
-    Attributes:
-        key: a unique, file-name-safe name (used for the output file names).
-        image: ``(H, W)`` float32 in [0, 1], ``[row, column]`` layout.
-        masks: one ``(H, W)`` bool mask per grader.
-        source: the file(s) it came from (for messages).
-        split: the source's split (``training``/``validation``/``test``) or ``None``.
-        patient_id, series_uid, nodule_id, slice_z: metadata when the format holds it.
-        group: what whole-group splitting keeps together when the source has no split (default: patient, else
-            series, else the case itself).
-        extra: other fields copied into the datalist item (e.g. the source index).
-    """
-
-    key: str
-    image: np.ndarray
-    masks: list[np.ndarray]
-    source: str
-    split: str | None = None
-    patient_id: str | None = None
-    series_uid: str | None = None
-    nodule_id: str | None = None
-    slice_z: float | None = None
-    group: str | None = None
-    extra: dict = field(default_factory=dict)
-
-    def check(self) -> None:
-        """Raise :class:`DataError` naming the source when shapes or values are wrong."""
-        if self.image.ndim != 2:
-            raise DataError(f"{self.source}: image must be 2D, got shape {self.image.shape}; skipped.")
-        if not self.masks:
-            raise DataError(f"{self.source}: no grader masks; skipped.")
-        for r, m in enumerate(self.masks):
-            if m.shape != self.image.shape:
-                raise DataError(
-                    f"{self.source}: grader {r}'s mask is {m.shape[0]} x {m.shape[1] if m.ndim > 1 else '?'}, its "
-                    f"image {self.image.shape[0]} x {self.image.shape[1]}; masks must match their image; skipped."
-                )
-        if not np.isfinite(self.image).all():
-            raise DataError(f"{self.source}: image has NaN or infinite values; skipped.")
-        low, high = float(self.image.min()), float(self.image.max())
-        if low < -1e-3 or high > 1 + 1e-3:
-            raise DataError(f"{self.source}: image values span [{low:.3g}, {high:.3g}], expected [0, 1]; skipped.")
-
-
-def safe_key(*parts: object) -> str:
-    """A file-name-safe key from parts (``/`` and unsafe characters become ``_``)."""
-    return _UNSAFE.sub("_", "_".join(str(p) for p in parts)).strip("._")
 
 
 def _write_chunk(args: tuple) -> list[dict]:
@@ -179,10 +112,7 @@ def _bounded_map(pool: ProcessPoolExecutor, fn, tasks: Iterable, max_pending: in
         yield pending.popleft().result()
 
 
-def _readers():
-    from .importers_arrays import read_phiseg_hdf5, read_pickle
-    from .importers_images import read_image_label_folders, read_prob_unet_png
-
+def _readers() -> dict:
     return {
         "prob-unet-png": read_prob_unet_png,
         "pickle": read_pickle,

@@ -1,7 +1,7 @@
 """Readers for the array formats: the Probabilistic U-Net PyTorch port's pickle and PHiSeg's hdf5.
 
-Each reader yields :class:`~preprocessing.importers.ImportCase` objects, or ``{"kind", "path", "reason"}`` dicts for
-inputs it has to skip. The pickle is read with a restricted unpickler that only rebuilds numpy arrays and plain
+Each reader yields :class:`~preprocessing.importers_base.ImportCase` objects, or ``{"kind", "path", "reason"}`` dicts
+for inputs it has to skip. The pickle is read with a restricted unpickler that only rebuilds numpy arrays and plain
 containers, so a pickle cannot run code on import.
 """
 
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .dicom_series import DataError
-from .importers import ImportCase, normalise_split, safe_key
+from monai_car.data.dicom_series import DataError
+
+from .importers_base import ImportCase, normalise_split, safe_key
 
 __all__ = ["SafeUnpickler", "read_phiseg_hdf5", "read_pickle"]
 

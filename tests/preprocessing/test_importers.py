@@ -13,7 +13,7 @@ import pytest
 from monai.data import load_decathlon_datalist
 from PIL import Image
 
-from preprocessing.dicom_series import DataError
+from monai_car.data.dicom_series import DataError
 from preprocessing.importers import import_dataset
 from preprocessing.lidc import main
 

