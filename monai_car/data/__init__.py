@@ -1,4 +1,4 @@
-"""Data for monai-car: multi-grader datalists, the embedded demo data, DICOM series reading.
+"""Data for monai-car: multi-grader datalists, the embedded demo data, DICOM series reading, sample sets.
 
 The public names load their submodule on first use (PEP 562), so ``from monai_car.data.dicom_series import ...``
 (what the top-level ``preprocessing`` package does) does not load torch and MONAI through this package.
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
         read_hu,
         sort_series,
     )
+    from .sample_set import SampleSet, check_case_id, hard_labels, resolve_affine
+    from .sample_set_io import SAMPLE_SET_FILES, atomic_case_dir, sample_set_metrics, save_nifti, save_sample_set
 
 _EXPORTS = {
     "load_car_datalist": "datalist",
@@ -37,6 +39,16 @@ _EXPORTS = {
     "ensure_demo_dataset": "demo",
     "load_demo_nodules": "demo",
     "ensure_demo_volumes": "demo_volumes",
+    # one case's sample set, computed once, and its files (issue 13)
+    "SampleSet": "sample_set",
+    "check_case_id": "sample_set",
+    "hard_labels": "sample_set",
+    "resolve_affine": "sample_set",
+    "SAMPLE_SET_FILES": "sample_set_io",
+    "atomic_case_dir": "sample_set_io",
+    "sample_set_metrics": "sample_set_io",
+    "save_nifti": "sample_set_io",
+    "save_sample_set": "sample_set_io",
     # DICOM series (issue 13)
     "load_dicom_series": "dicom",
     "DataError": "dicom_series",
@@ -53,6 +65,17 @@ _EXPORTS = {
 
 __all__: list[str] = ["load_car_datalist", "make_case_id", "split_valid_cases"]
 __all__ += ["DemoNodule", "ensure_demo_dataset", "ensure_demo_volumes", "load_demo_nodules"]  # demo (issue 6)
+__all__ += [  # sample sets (issue 13)
+    "SAMPLE_SET_FILES",
+    "SampleSet",
+    "atomic_case_dir",
+    "check_case_id",
+    "hard_labels",
+    "resolve_affine",
+    "sample_set_metrics",
+    "save_nifti",
+    "save_sample_set",
+]
 __all__ += [  # DICOM series (issue 13)
     "DataError",
     "SeriesSlices",

@@ -1,10 +1,11 @@
-"""Per-case sample sets and uncertainty maps as NIfTI (overlaying on the CT), a JSON manifest and a PNG montage."""
+"""Per-case sample sets and uncertainty maps as NIfTI (overlaying on the CT), a JSON manifest and a PNG montage:
+:func:`write_sample_set` for one case, :class:`SampleSetWriter` for every case of an evaluation engine (a thin ignite
+adapter over :class:`~monai_car.data.SampleSet` and :func:`~monai_car.data.save_sample_set`)."""
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,96 +13,17 @@ import numpy as np
 import torch
 from monai.data import decollate_batch
 
+from monai_car.data.sample_set import SampleSet
+from monai_car.data.sample_set_io import SAMPLE_SET_FILES, save_sample_set
 from monai_car.utils.enums import CarKeys
-from monai_car.utils.uncertainty import foreground_probability, uncertainty_maps
-
-from .sample_set_io import atomic_case_dir, check_case_id, resolve_affine, save_json, save_nifti, to_numpy
+from monai_car.utils.validation import check_positive_int
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
 __all__ = ["write_sample_set", "SampleSetWriter", "SAMPLE_SET_FILES"]
 
-logger = logging.getLogger(__name__)
-
-SAMPLE_SET_FILES = {
-    "samples": "samples.nii.gz",
-    "sample_mean": "sample_mean.nii.gz",
-    "calibration_probs": "calibration_probs.nii.gz",
-    "entropy_calibration": "entropy_calibration.nii.gz",
-    "entropy_sample_mean": "entropy_sample_mean.nii.gz",
-    "mutual_information": "mutual_information.nii.gz",
-    "sample_variance": "sample_variance.nii.gz",
-    "image": "image.nii.gz",
-    "labels": "labels.nii.gz",
-}
-"""The NIfTI files of a case folder (``labels`` only when labels are given)."""
-
-_PROB_TOL = 1e-4
 _REQUIRED = (CarKeys.IMAGE, CarKeys.SAMPLES, CarKeys.CALIBRATION, CarKeys.CASE_ID)
-
-
-def _check_probs(x: object, name: str, ndims: tuple[int, ...], layout: str) -> np.ndarray:
-    a = to_numpy(x, name)
-    if a.ndim not in ndims or 0 in a.shape:
-        raise ValueError(f"{name} must be {layout} with 2 or 3 spatial dims, got shape {a.shape}.")
-    if not np.issubdtype(a.dtype, np.floating):
-        raise ValueError(f"{name} must be floating-point probabilities, got dtype {a.dtype}.")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name} holds NaN or inf values.")
-    if a.size and (a.min() < -_PROB_TOL or a.max() > 1 + _PROB_TOL):
-        raise ValueError(
-            f"{name} must be probabilities in [0, 1] (softmax outputs), got values in [{a.min():.4g}, {a.max():.4g}]; "
-            "apply softmax to logits first."
-        )
-    return a.astype(np.float32, copy=False)
-
-
-def _channels_last(x: np.ndarray) -> np.ndarray:
-    """``(N, *spatial) -> (*spatial, N)``: the set axis becomes the last NIfTI axis."""
-    return np.moveaxis(x, 0, -1)
-
-
-def _probability_map(p: np.ndarray) -> tuple[np.ndarray, str]:
-    """``(K, *spatial)``: the foreground probability ``(*spatial)`` for ``K <= 2``, else all classes last."""
-    if p.shape[0] <= 2:
-        return foreground_probability(torch.from_numpy(p), dim=0).numpy(), "(*spatial): foreground probability"
-    return _channels_last(p), "(*spatial, K): probability of each class"
-
-
-def _hard_labels(samples: np.ndarray) -> np.ndarray:
-    """``(S, K, *spatial)`` probabilities -> ``(S, *spatial)`` uint8 label maps (``p >= 0.5`` for one channel)."""
-    if samples.shape[1] == 1:
-        return (samples[:, 0] >= 0.5).astype(np.uint8)
-    return samples.argmax(axis=1).astype(np.uint8)
-
-
-def _case_metrics(hard: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
-    """GED (squared, V-statistic) and, for binary problems, HM-IoU of one case's samples against its graders."""
-    from monai_car.metrics.generalized_energy_distance import compute_generalized_energy_distance
-    from monai_car.metrics.hungarian_matched_iou import compute_hungarian_matched_iou
-
-    s, y = torch.from_numpy(hard.astype(np.int64))[None], torch.from_numpy(labels.astype(np.int64))[None]
-    if num_classes <= 2:
-        return {
-            "ged": float(compute_generalized_energy_distance(s > 0, y > 0)[0]),
-            "hm_iou": float(compute_hungarian_matched_iou(s > 0, y > 0)[0]),
-        }
-    return {"ged": float(compute_generalized_energy_distance(s, y, num_classes=num_classes)[0])}
-
-
-def _check_metrics(metrics: Mapping | None) -> dict[str, float]:
-    if metrics is None:
-        return {}
-    if not isinstance(metrics, Mapping):
-        raise TypeError(f"metrics must be a dict of name -> number, got {type(metrics).__name__}.")
-    out = {}
-    for k, v in metrics.items():
-        try:
-            out[str(k)] = float(v.item() if isinstance(v, torch.Tensor) else v)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise TypeError(f"metric {k!r} must be a number (or a one-element tensor), got {v!r}.") from e
-    return out
 
 
 def write_sample_set(
@@ -158,99 +80,14 @@ def write_sample_set(
     Returns:
         the case folder.
     """
-    case_id = check_case_id(case_id)
-    smp = _check_probs(samples, f"case {case_id}: samples", (4, 5), "(S, K, *spatial)")
-    spatial, num_samples, num_classes = smp.shape[2:], smp.shape[0], smp.shape[1]
-    cal = _check_probs(calibration_probs, f"case {case_id}: calibration_probs", (smp.ndim - 1,), "(K, *spatial)")
-    if cal.shape != smp.shape[1:]:
-        raise ValueError(f"case {case_id}: calibration_probs {cal.shape} must be (K, *spatial) = {smp.shape[1:]}.")
-    img = to_numpy(image, "image")
-    if img.ndim == len(spatial):
-        img = img[None]
-    if img.ndim != len(spatial) + 1 or img.shape[1:] != spatial:
-        raise ValueError(f"case {case_id}: image {img.shape} must be (C, *spatial) or (*spatial) with {spatial}.")
-    if not np.isfinite(img).all():
-        raise ValueError(f"case {case_id}: the image holds NaN or inf values.")
-    lab = None
-    if labels is not None:
-        lab = to_numpy(labels, "labels")
-        if lab.ndim != len(spatial) + 1 or lab.shape[1:] != spatial or lab.shape[0] < 1:
-            raise ValueError(f"case {case_id}: labels {lab.shape} must be (R, *spatial) with R >= 1, {spatial}.")
-        if (
-            not np.isfinite(lab).all()
-            or (lab != np.round(lab)).any()
-            or lab.min() < 0
-            or lab.max() >= max(2, num_classes)
-        ):
-            raise ValueError(
-                f"case {case_id}: labels must hold integer classes in [0, {max(2, num_classes) - 1}], got values in "
-                f"[{lab.min()}, {lab.max()}]."
-            )
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise TypeError(f"seed must be an int or None, got {seed!r}.")
-    if isinstance(num_montage_samples, bool) or not isinstance(num_montage_samples, int) or num_montage_samples < 1:
-        raise ValueError(f"num_montage_samples must be a positive int, got {num_montage_samples!r}.")
-    extra_metrics = _check_metrics(metrics)
-    aff, affine_source = resolve_affine(image, affine, len(spatial))
-    if affine_source == "identity":
-        logger.warning("case %s: no affine given and the image has no metadata; writing an identity affine.", case_id)
+    num_montage_samples = check_positive_int(num_montage_samples, "num_montage_samples")
+    sample_set = SampleSet.from_predictions(case_id, image, samples, calibration_probs, affine=affine, labels=labels)
+    montage_writer = None
+    if montage:
+        from monai_car.visualize.montage import save_sample_set_montage
 
-    maps = uncertainty_maps(torch.from_numpy(smp)[None], torch.from_numpy(cal)[None])
-    hard = _hard_labels(smp)
-    mean_map, prob_layout = _probability_map(smp.mean(axis=0))
-    cal_map, _ = _probability_map(cal)
-    arrays: dict[str, tuple[np.ndarray, str]] = {
-        "samples": (_channels_last(hard), "(*spatial, S): argmax label map of each sample"),
-        "sample_mean": (mean_map.astype(np.float32), prob_layout + " (mean of G's samples)"),
-        "calibration_probs": (cal_map.astype(np.float32), prob_layout + " (F)"),
-    }
-    for name, m in maps.items():
-        arrays[name] = (m[0].numpy().astype(np.float32), "(*spatial)")
-    arrays["image"] = ((img[0] if img.shape[0] == 1 else _channels_last(img)).astype(np.float32), "image")
-    if lab is not None:
-        arrays["labels"] = (_channels_last(lab.astype(np.uint8)), "(*spatial, R): the graders' masks")
-
-    case_metrics = _case_metrics(hard, lab, num_classes) if lab is not None else {}
-    case_metrics.update(extra_metrics)
-    spacing = np.linalg.norm(aff[:3, : len(spatial)], axis=0)
-    with atomic_case_dir(Path(output_dir), case_id) as tmp:
-        for name, (data, _) in arrays.items():
-            save_nifti(tmp / SAMPLE_SET_FILES[name], data, aff)
-        montage_file = None
-        if montage:
-            from monai_car.visualize.montage import save_montage
-
-            montage_file = "montage.png"
-            save_montage(
-                tmp / montage_file,
-                img,
-                samples=smp,
-                calibration_probs=cal,
-                labels=lab,
-                num_samples=min(num_montage_samples, num_samples),
-                title=case_id,
-                affine=None if affine_source == "identity" else aff,
-            )
-        manifest = {
-            "case_id": case_id,
-            "num_samples": int(num_samples),
-            "num_classes": int(num_classes),
-            "num_graders": None if lab is None else int(lab.shape[0]),
-            "seed": None if seed is None else int(seed),
-            "spatial_dims": len(spatial),
-            "spatial_shape": [int(s) for s in spatial],
-            "spacing": [round(float(s), 6) for s in spacing],
-            "affine": aff.tolist(),
-            "affine_source": affine_source,
-            "files": {name: SAMPLE_SET_FILES[name] for name in arrays},
-            "shapes": {name: [int(s) for s in data.shape] for name, (data, _) in arrays.items()},
-            "layouts": {name: layout for name, (_, layout) in arrays.items()},
-            "montage": montage_file,
-            "metrics": {k: (None if math.isnan(v) else v) for k, v in case_metrics.items()},
-            "units": {"entropy": "nats", "ged": "squared generalized energy distance (V-statistic)"},
-        }
-        save_json(tmp / "manifest.json", manifest)
-    return Path(output_dir) / case_id
+        montage_writer = partial(save_sample_set_montage, num_samples=num_montage_samples)
+    return save_sample_set(output_dir, sample_set, seed=seed, metrics=metrics, montage_writer=montage_writer)
 
 
 class SampleSetWriter:

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from monai_car.data.sample_set import SampleSet
+from monai_car.data.sample_set_io import save_nifti_atomic, save_sample_set
 from monai_car.networks.nets import CARNet
-from monai_car.utils.atomic import atomic_file
-from monai_car.utils.uncertainty import entropy
+from monai_car.utils.atomic import write_csv_atomic
 
 from .lesion_locations import Lesion, world_to_voxel
 from .volume_geometry import cut_slab, reorient, voxel_spacing
 
-__all__ = ["LesionSampleSetPredictor", "load_ct_volume", "SUMMARY_COLUMNS"]
+__all__ = ["LesionPrediction", "LesionSampleSetPredictor", "load_ct_volume", "SUMMARY_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,14 @@ SUMMARY_COLUMNS = [
     "mean_entropy_nats",
     "output_dir",
 ]
+
+
+class LesionPrediction(NamedTuple):
+    """One lesion's result: its sample set on the slab (image ``(1, H, W, Z)`` in [0, 1], the slab's affine) and the
+    slab's slice range ``[z0, z1)`` in the reoriented volume."""
+
+    sample_set: SampleSet
+    z_range: tuple[int, int]
 
 
 def load_ct_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -131,12 +141,15 @@ class LesionSampleSetPredictor:
         return max(c - n, 0), min(c + n + 1, volume.shape[2])
 
     @torch.inference_mode()
-    def predict_lesion(self, volume: np.ndarray, affine: np.ndarray, lesion: Lesion) -> dict:
+    def predict_lesion(self, volume: np.ndarray, affine: np.ndarray, lesion: Lesion) -> LesionPrediction:
         """Sample one lesion of a volume already in ``self.axcodes`` orientation.
 
+        F runs once per slice and G draws ``num_samples`` label maps per slice through ``CARNet.sample`` (noise from
+        a generator seeded with ``seed`` for every lesion).
+
         Returns:
-            a dict with ``image`` (1, H, W, Z) in [0, 1], ``samples`` (S, K, H, W, Z), ``calibration_probs``
-            (K, H, W, Z), ``affine`` (the slab's 4x4) and ``z_range``.
+            the lesion's :class:`LesionPrediction`: a :class:`~monai_car.data.SampleSet` with ``samples``
+            ``(S, K, H, W, Z)`` and ``calibration_probs`` ``(K, H, W, Z)`` on the slab, and the slab's ``z_range``.
         """
         center = world_to_voxel(affine, lesion.center_ras)[0]
         if not all(-0.5 <= c < s - 0.5 for c, s in zip(center, volume.shape)):
@@ -154,26 +167,20 @@ class LesionSampleSetPredictor:
         for i in range(0, x.shape[0], self.batch_size):
             xb = x[i : i + self.batch_size]
             pb = self.network(xb)
-            noise = self.network.sample_noise(xb.shape[0] * self.num_samples, generator=generator)
-            noise = noise.reshape(xb.shape[0], self.num_samples, -1)
-            samples.append(self.network.sample(xb, self.num_samples, calibration_probs=pb, noise=noise).cpu())
+            samples.append(self.network.sample(xb, self.num_samples, generator=generator, calibration_probs=pb).cpu())
             probs.append(pb.cpu())
         p = torch.cat(probs)  # (Z, K, H, W)
         s = torch.cat(samples)  # (Z, S, K, H, W)
-        return {
-            "image": image[None],
-            "samples": s.permute(1, 2, 3, 4, 0).numpy(),
-            "calibration_probs": p.permute(1, 2, 3, 0).numpy(),
-            "affine": slab_aff,
-            "z_range": z_range,
-        }
+        sample_set = SampleSet.from_predictions(
+            lesion.lesion_id, image[None], s.permute(1, 2, 3, 4, 0).numpy(), p.permute(1, 2, 3, 0).numpy(),
+            affine=slab_aff,
+        )  # fmt: skip
+        return LesionPrediction(sample_set, z_range)
 
     def run_study(
         self, ct_path: str | Path, lesions: Sequence[Lesion], output_dir: str | Path, study_id: str | None = None
     ) -> Path:
         """Sample every lesion of one CT; returns the study's summary CSV path."""
-        from monai_car.handlers.sample_set_writer import write_sample_set
-
         ct_path = Path(ct_path)
         study = study_id or ct_path.name.split(".")[0]
         if not lesions:
@@ -182,45 +189,39 @@ class LesionSampleSetPredictor:
         volume, affine = reorient(data, ct_affine, self.axcodes)
         study_dir = Path(output_dir) / study
         study_dir.mkdir(parents=True, exist_ok=True)
+        montage_writer = None
+        if self.montage:
+            from monai_car.visualize.montage import save_sample_set_montage
+
+            montage_writer = partial(save_sample_set_montage, num_samples=min(8, self.num_samples))
         full_fg = np.zeros(data.shape, dtype=np.float32)  # the CT's own grid and affine: a label map for it
         rows = []
         for lesion in tqdm(lesions, desc=f"lesions of {study}", leave=False):
-            result = self.predict_lesion(volume, affine, lesion)
-            samples, probs = result["samples"], result["calibration_probs"]
-            case_dir = write_sample_set(
-                study_dir,
-                lesion.lesion_id,
-                image=result["image"],
-                samples=samples,
-                calibration_probs=probs,
-                affine=result["affine"],
-                seed=self.seed,
-                montage=self.montage,
-            )
-            rows.append(self._summary_row(study, lesion, result, Path(case_dir)))
-            self._paste(full_fg, ct_affine, result)
-        _atomic_nifti(full_fg, ct_affine, study_dir / "mean_foreground_full.nii.gz")
-        csv_path = study_dir / "summary.csv"
-        _atomic_csv(rows, csv_path)
-        return csv_path
+            prediction = self.predict_lesion(volume, affine, lesion)
+            case_dir = save_sample_set(study_dir, prediction.sample_set, seed=self.seed, montage_writer=montage_writer)
+            rows.append(self._summary_row(study, lesion, prediction, Path(case_dir)))
+            self._paste(full_fg, ct_affine, prediction.sample_set)
+        save_nifti_atomic(study_dir / "mean_foreground_full.nii.gz", full_fg, ct_affine)
+        return write_csv_atomic(study_dir / "summary.csv", rows, SUMMARY_COLUMNS)
 
-    def _summary_row(self, study: str, lesion: Lesion, result: dict, case_dir: Path) -> dict:
-        samples, probs = result["samples"], result["calibration_probs"]
-        voxel_mm3 = float(abs(np.linalg.det(result["affine"][:3, :3])))
-        hard = samples.argmax(axis=1) > 0  # (S, H, W, Z)
+    @staticmethod
+    def _summary_row(study: str, lesion: Lesion, prediction: LesionPrediction, case_dir: Path) -> dict:
+        ss = prediction.sample_set
+        voxel_mm3 = ss.voxel_volume
+        hard = ss.hard_labels > 0  # (S, H, W, Z)
         volumes = hard.reshape(hard.shape[0], -1).sum(axis=1) * voxel_mm3
-        mean_fg = 1.0 - samples[:, 0].mean(axis=0)
-        region = hard.any(axis=0) | (probs[0] <= 0.5)
-        ent = entropy(torch.from_numpy(probs)[None], dim=1)[0].numpy()
+        region = hard.any(axis=0) | (ss.calibration_probs[0] <= 0.5)
+        ent = ss.uncertainty["entropy_calibration"]
+        z0, z1 = prediction.z_range
         return {
             "study": study,
             "lesion_id": lesion.lesion_id,
             "center_x_ras": round(float(lesion.center_ras[0]), 3),
             "center_y_ras": round(float(lesion.center_ras[1]), 3),
             "center_z_ras": round(float(lesion.center_ras[2]), 3),
-            "num_slices": int(result["z_range"][1] - result["z_range"][0]),
-            "num_samples": int(samples.shape[0]),
-            "mean_mask_volume_mm3": round(float((mean_fg >= 0.5).sum() * voxel_mm3), 3),
+            "num_slices": int(z1 - z0),
+            "num_samples": ss.num_samples,
+            "mean_mask_volume_mm3": round(float((ss.mean_foreground >= 0.5).sum() * voxel_mm3), 3),
             "sample_volume_mean_mm3": round(float(volumes.mean()), 3),
             "sample_volume_std_mm3": round(float(volumes.std()), 3),
             "sample_volume_p05_mm3": round(float(np.percentile(volumes, 5)), 3),
@@ -230,10 +231,10 @@ class LesionSampleSetPredictor:
         }
 
     @staticmethod
-    def _paste(full: np.ndarray, affine: np.ndarray, result: dict) -> None:
+    def _paste(full: np.ndarray, affine: np.ndarray, sample_set: SampleSet) -> None:
         """Put the slab's mean foreground probability back into the full grid (nearest voxel, max over overlaps)."""
-        mean_fg = 1.0 - result["samples"][:, 0].mean(axis=0)  # (H, W, Z)
-        to_full = np.linalg.inv(affine) @ result["affine"]
+        mean_fg = sample_set.mean_foreground  # (H, W, Z)
+        to_full = np.linalg.inv(affine) @ sample_set.affine
         idx = np.indices(mean_fg.shape).reshape(3, -1)
         vox = np.rint(to_full[:3, :3] @ idx + to_full[:3, 3:4]).astype(int)
         inside = np.all((vox >= 0) & (vox < np.array(full.shape)[:, None]), axis=0)
@@ -250,15 +251,3 @@ class LesionSampleSetPredictor:
                     raise KeyError(f"study entry {item} lacks {key!r}.")
             outputs.append(self.run_study(item["image"], item["lesions"], output_dir, item.get("study")))
         return outputs
-
-
-def _atomic_nifti(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    with atomic_file(path, suffix=".nii.gz") as tmp:  # nibabel compresses when the name ends in .gz
-        nib.save(nib.Nifti1Image(data, affine), str(tmp))
-
-
-def _atomic_csv(rows: list[dict], path: Path) -> None:
-    with atomic_file(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)

@@ -6,6 +6,7 @@ from .atomic import (
     make_staging_dir,
     replace_dir,
     write_bytes_atomic,
+    write_csv_atomic,
     write_json_atomic,
     write_text_atomic,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "make_staging_dir",
     "replace_dir",
     "write_bytes_atomic",
+    "write_csv_atomic",
     "write_json_atomic",
     "write_text_atomic",
     "calibration_entropy",

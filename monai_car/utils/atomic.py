@@ -21,13 +21,15 @@ a thread creating a file between the two calls would get the temporary value.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "atomic_dir",
@@ -35,6 +37,7 @@ __all__ = [
     "make_staging_dir",
     "replace_dir",
     "write_bytes_atomic",
+    "write_csv_atomic",
     "write_json_atomic",
     "write_text_atomic",
 ]
@@ -287,3 +290,16 @@ def write_json_atomic(
     """
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys, allow_nan=allow_nan) + "\n"
     return write_text_atomic(path, text)
+
+
+def write_csv_atomic(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], fieldnames: Sequence[str]) -> Path:
+    """Write ``rows`` as CSV with the header ``fieldnames`` to ``path`` atomically (see :func:`atomic_file`).
+
+    Raises:
+        ValueError: (from ``csv.DictWriter``) when a row holds a key that is not a field; nothing is left behind.
+    """
+    with atomic_file(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(fieldnames))
+        writer.writeheader()
+        writer.writerows(rows)
+    return Path(path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .montage import montage_figure, render_montage, save_montage
+from .montage import montage_figure, render_montage, sample_set_figure, save_montage, save_sample_set_montage
 from .reliability import (
     expected_calibration_error,
     reliability_diagram_figure,
@@ -19,7 +19,9 @@ __all__ = [
     "reliability_diagram_figure",
     "reliability_table",
     "render_montage",
+    "sample_set_figure",
     "save_figure_atomic",
     "save_montage",
+    "save_sample_set_montage",
     "save_reliability_diagram",
 ]

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 from nibabel import orientations
 
+from monai_car.data.sample_set import SampleSet, hard_labels
 from monai_car.utils.uncertainty import entropy, foreground_probability
+from monai_car.utils.validation import check_non_negative_int
 
 from .utils import figure_to_array, new_figure, save_figure_atomic
 
-__all__ = ["montage_figure", "save_montage", "render_montage"]
+__all__ = ["montage_figure", "render_montage", "sample_set_figure", "save_montage", "save_sample_set_montage"]
 
 _RED = np.array([1.0, 0.15, 0.1])
 
@@ -155,33 +158,82 @@ def montage_figure(
         raise ValueError(f"image {img.shape} does not match the maps' spatial shape {spatial}.")
     if num_samples < 0:
         raise ValueError(f"num_samples must be >= 0, got {num_samples}.")
-    if view_size is not None and view_size < 1:
-        raise ValueError(f"view_size must be a positive int or None, got {view_size}.")
     img = img if img.ndim == len(spatial) else img[0]
-    nd = len(spatial)
-    ornt = None if affine is None else _ras_transform(affine, nd)
-    img, lab, cal, smp = (
-        _to_ras(img, 0, ornt, nd),
-        _to_ras(lab, 1, ornt, nd),
-        _to_ras(cal, 1, ornt, nd),
-        _to_ras(smp, 2, ornt, nd),
-    )
-
     mean_fg = None if smp is None else foreground_probability(torch.from_numpy(smp.mean(axis=0)), dim=0).numpy()
     cal_fg = None if cal is None else foreground_probability(torch.from_numpy(cal), dim=0).numpy()
     if cal is not None:
-        ent, ent_name = entropy(torch.from_numpy(cal), dim=0).numpy(), "entropy of F"
-        k = cal.shape[0]
+        ent, ent_name, k = entropy(torch.from_numpy(cal), dim=0).numpy(), "entropy of F", cal.shape[0]
     elif smp is not None:
-        ent, ent_name = entropy(torch.from_numpy(smp.mean(axis=0)), dim=0).numpy(), "entropy of mean"
-        k = smp.shape[1]
+        ent, ent_name, k = entropy(torch.from_numpy(smp.mean(axis=0)), dim=0).numpy(), "entropy of mean", smp.shape[1]
     else:
-        ent, k = None, 2
-    hard = None
-    if smp is not None:
-        hard = (smp.argmax(axis=1) > 0) if smp.shape[1] > 1 else (smp[:, 0] >= 0.5)
-        hard = hard.astype(np.float32)[:num_samples]
-    z = _pick_slice(len(spatial), slice_index, None if lab is None else lab.max(axis=0), mean_fg, cal_fg)
+        ent, ent_name, k = None, "", 2
+    hard = None if smp is None else hard_labels(smp)[:num_samples]
+    maps = _CaseMaps(img, lab, cal_fg, mean_fg, ent, ent_name, k, hard)
+    return _draw(maps, affine, slice_index, title, view_size, panel_size, dpi)
+
+
+def sample_set_figure(
+    sample_set: SampleSet,
+    num_samples: int = 8,
+    slice_index: int | None = None,
+    title: str | None = None,
+    view_size: int | None = None,
+    panel_size: float = 1.7,
+    dpi: int = 100,
+) -> Figure:
+    """:func:`montage_figure` of a :class:`~monai_car.data.SampleSet`, from the maps it already holds.
+
+    The title defaults to the case id; the display is radiological unless the sample set's affine is the identity
+    placeholder (no geometry was known), then the arrays are shown as stored.
+    """
+    if not isinstance(sample_set, SampleSet):
+        raise TypeError(f"sample_set must be a SampleSet, got {type(sample_set).__name__}.")
+    num_samples = check_non_negative_int(num_samples, "num_samples")
+    ss = sample_set
+    maps = _CaseMaps(
+        ss.image[0], ss.labels, ss.calibration_foreground, ss.mean_foreground, ss.uncertainty["entropy_calibration"],
+        "entropy of F", ss.num_classes, ss.hard_labels[:num_samples],
+    )  # fmt: skip
+    affine = None if ss.affine_source == "identity" else ss.affine
+    return _draw(maps, affine, slice_index, ss.case_id if title is None else title, view_size, panel_size, dpi)
+
+
+def save_sample_set_montage(path: str | Path, sample_set: SampleSet, **kwargs: Any) -> Path:
+    """Draw :func:`sample_set_figure` (same keyword arguments) and write it to ``path`` (PNG) atomically."""
+    return save_figure_atomic(sample_set_figure(sample_set, **kwargs), path)
+
+
+class _CaseMaps(NamedTuple):
+    """What a montage shows, before orientation and slicing; ``hard`` are label maps (foreground is ``> 0``)."""
+
+    image: np.ndarray  # (*spatial)
+    labels: np.ndarray | None  # (R, *spatial)
+    calibration_foreground: np.ndarray | None  # (*spatial)
+    mean_foreground: np.ndarray | None  # (*spatial)
+    entropy: np.ndarray | None  # (*spatial)
+    entropy_name: str
+    num_classes: int
+    hard: np.ndarray | None  # (S, *spatial)
+
+
+def _draw(
+    maps: _CaseMaps,
+    affine: object | None,
+    slice_index: int | None,
+    title: str | None,
+    view_size: int | None,
+    panel_size: float,
+    dpi: int,
+) -> Figure:
+    if view_size is not None and view_size < 1:
+        raise ValueError(f"view_size must be a positive int or None, got {view_size}.")
+    nd = maps.image.ndim
+    ornt = None if affine is None else _ras_transform(affine, nd)
+    img, lab = _to_ras(maps.image, 0, ornt, nd), _to_ras(maps.labels, 1, ornt, nd)
+    cal_fg, mean_fg = _to_ras(maps.calibration_foreground, 0, ornt, nd), _to_ras(maps.mean_foreground, 0, ornt, nd)
+    ent = _to_ras(maps.entropy, 0, ornt, nd)
+    hard = None if maps.hard is None else (_to_ras(maps.hard, 1, ornt, nd) > 0).astype(np.float32)
+    z = _pick_slice(nd, slice_index, None if lab is None else lab.max(axis=0), mean_fg, cal_fg)
 
     def sl(x: np.ndarray | None) -> np.ndarray | None:
         if x is None:
@@ -203,7 +255,8 @@ def montage_figure(
     if mean_fg is not None:
         top.append(("sample mean", sl(mean_fg), {"cmap": "viridis", "vmin": 0.0, "vmax": 1.0}))
     if ent is not None:
-        top.append((ent_name, sl(ent), {"cmap": "magma", "vmin": 0.0, "vmax": math.log(max(k, 2))}))
+        vmax = math.log(max(maps.num_classes, 2))
+        top.append((maps.entropy_name, sl(ent), {"cmap": "magma", "vmin": 0.0, "vmax": vmax}))
     bottom = [] if hard is None else [(f"sample {s}", _overlay(gray, sl(h)), {}) for s, h in enumerate(hard)]
 
     ncols = max(len(top), len(bottom), 1)

@@ -16,7 +16,7 @@ from ignite.engine import Engine  # noqa: E402
 from monai.data import MetaTensor, list_data_collate  # noqa: E402
 from monai.transforms import LoadImage  # noqa: E402
 
-import monai_car.handlers.sample_set_writer as ssw  # noqa: E402
+import monai_car.data.sample_set_io as ssio  # noqa: E402
 from monai_car.handlers import SAMPLE_SET_FILES, SampleSetWriter, write_sample_set  # noqa: E402
 from monai_car.utils import CarKeys  # noqa: E402
 
@@ -117,7 +117,7 @@ def test_failure_leaves_no_partial_output_and_keeps_the_old_folder(tmp_path, mon
             raise OSError("disk full")
         nib.save(nib.Nifti1Image(data, affine), str(path))
 
-    monkeypatch.setattr(ssw, "save_nifti", failing_save)
+    monkeypatch.setattr(ssio, "save_nifti", failing_save)
     with pytest.raises(OSError, match="disk full"):
         write_sample_set(tmp_path, "c", np.zeros((8, 8)), samples, cal, seed=2, montage=False)
     with pytest.raises(OSError, match="disk full"):

@@ -77,7 +77,8 @@ def test_reproducible_and_order_independent(tmp_path):
     lesion = Lesion("a", centre)
     a = predictor.predict_lesion(vol, aff, lesion)
     b = predictor.predict_lesion(vol, aff, lesion)
-    np.testing.assert_array_equal(a["samples"], b["samples"])
+    np.testing.assert_array_equal(a.sample_set.samples, b.sample_set.samples)
+    assert a.sample_set.case_id == "a" and a.sample_set.samples.shape[0] == predictor.num_samples
 
 
 def test_lesion_outside_volume(tmp_path):

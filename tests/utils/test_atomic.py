@@ -276,10 +276,12 @@ def test_sample_set_permissions(tmp_path, modes):
 
 
 def test_lesion_sampler_outputs_permissions(tmp_path, modes):
-    from monai_car.inferers.lesion_sampler import SUMMARY_COLUMNS, _atomic_csv, _atomic_nifti
+    from monai_car.data.sample_set_io import save_nifti_atomic
+    from monai_car.inferers.lesion_sampler import SUMMARY_COLUMNS
+    from monai_car.utils.atomic import write_csv_atomic
 
-    _atomic_nifti(np.zeros((2, 2, 2), np.float32), np.eye(4), tmp_path / "m.nii.gz")
-    _atomic_csv([dict.fromkeys(SUMMARY_COLUMNS, 1)], tmp_path / "s.csv")
+    save_nifti_atomic(tmp_path / "m.nii.gz", np.zeros((2, 2, 2), np.float32), np.eye(4))
+    write_csv_atomic(tmp_path / "s.csv", [dict.fromkeys(SUMMARY_COLUMNS, 1)], SUMMARY_COLUMNS)
     assert nib.load(tmp_path / "m.nii.gz").shape == (2, 2, 2)
     assert (tmp_path / "s.csv").read_text().splitlines()[0] == ",".join(SUMMARY_COLUMNS)
     assert _check_tree(tmp_path, modes[0], _mode(tmp_path)) == 2

@@ -5,7 +5,8 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from monai_car.handlers.sample_set_io import atomic_case_dir, check_case_id, resolve_affine, to_numpy
+from monai_car.data.sample_set import check_case_id, resolve_affine
+from monai_car.data.sample_set_io import atomic_case_dir
 
 
 def test_check_case_id():
@@ -51,9 +52,3 @@ def test_atomic_case_dir(tmp_path):
     with pytest.raises(FileExistsError, match="not a folder"):
         with atomic_case_dir(tmp_path, "file"):
             pass
-
-
-def test_to_numpy():
-    assert to_numpy(MetaTensor(torch.ones(2)), "x").tolist() == [1.0, 1.0]
-    with pytest.raises(TypeError, match="x must be"):
-        to_numpy([1], "x")
