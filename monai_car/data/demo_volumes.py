@@ -21,13 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ._demo_cache import asset_digest, is_complete_build, publish_build, save_nifti_reproducible
 from .demo import (
     NUM_GRADERS,
     DemoNodule,
-    _asset_digest,
-    _is_complete,
-    _publish,
-    _save,
     demo_cache_root,
     demo_split,
     load_demo_nodules,
@@ -96,10 +93,12 @@ def _build_volumes(stage: Path, num_volumes: int, seed: int, split_seed: int) ->
         vol = _build_volume(mine, rng, study, origin)
         affine = vol["affine"]
         hu = np.clip(np.rint(vol["hu"]), -1024, 3071).astype(np.int16)
-        _save(np.ascontiguousarray(hu.transpose(1, 0, 2)), affine, stage / f"{study}.nii.gz")
-        _save(np.ascontiguousarray(vol["lesions"].transpose(1, 0, 2)), affine, stage / f"{study}_lesions.nii.gz")
+        save_nifti_reproducible(np.ascontiguousarray(hu.transpose(1, 0, 2)), affine, stage / f"{study}.nii.gz")
+        save_nifti_reproducible(
+            np.ascontiguousarray(vol["lesions"].transpose(1, 0, 2)), affine, stage / f"{study}_lesions.nii.gz"
+        )
         graders = np.ascontiguousarray(vol["graders"].transpose(2, 1, 3, 0).astype(np.uint8))
-        _save(graders, affine, stage / f"{study}_graders.nii.gz")
+        save_nifti_reproducible(graders, affine, stage / f"{study}_graders.nii.gz")
         lesion_entries = []
         for j, (nodule, centre) in enumerate(vol["found"]):
             voxel = np.array([centre[1], centre[0], centre[2], 1.0])  # file axes: column, row, slice
@@ -155,7 +154,9 @@ def ensure_demo_volumes(
 
     folder = demo_cache_root(cache_dir) / DEMO_VOLUMES_NAME
     params = {"version": 1, "num_volumes": int(num_volumes), "seed": int(seed), "split_seed": int(split_seed)}
-    params["asset"] = _asset_digest(DEMO_ASSET) if DEMO_ASSET.is_file() else None
-    if not force and _is_complete(folder, params):
+    params["asset"] = asset_digest(DEMO_ASSET) if DEMO_ASSET.is_file() else None
+    if not force and is_complete_build(folder, params):
         return folder
-    return _publish(folder, params, lambda stage: _build_volumes(stage, int(num_volumes), int(seed), int(split_seed)))
+    return publish_build(
+        folder, params, lambda stage: _build_volumes(stage, int(num_volumes), int(seed), int(split_seed))
+    )

@@ -7,10 +7,11 @@ from typing import Any
 import torch
 from monai.metrics import CumulativeIterationMetric
 
-from .utils import _all_buffers, _as_labels, as_plain_tensor
+from .utils import all_buffers, as_label_maps, as_plain_tensor
 
 __all__ = [
     "SoftTargetCalibrationErrorMetric",
+    "calibration_bin_sums",
     "calibration_error_from_bins",
     "compute_soft_target_calibration_bins",
     "compute_soft_target_calibration_error",
@@ -104,7 +105,7 @@ def compute_soft_target_calibration_bins(
             raise ValueError(f"confidence='top_label' needs K >= 2 class channels, got K={num_channels}.")
         conf, predicted = y_pred.max(dim=1)
         target, valid = _top_label_targets(y, predicted, num_channels, ignore_index)
-    return _bin_sums(conf.double(), target, valid, num_bins)
+    return calibration_bin_sums(conf.double(), target, valid, num_bins)
 
 
 def _valid_pixels(y: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
@@ -131,7 +132,7 @@ def _top_label_targets(
     y: torch.Tensor, predicted: torch.Tensor, num_channels: int, ignore_index: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fraction of graders agreeing with the predicted class, and the valid pixels; ``y`` holds label maps."""
-    labels = _as_labels(y, "y")
+    labels = as_label_maps(y, "y")
     valid = _valid_pixels(labels, ignore_index)
     checked = labels[valid[:, None].expand_as(labels)]
     if not bool(((checked >= 0) & (checked < num_channels)).all()):
@@ -139,7 +140,7 @@ def _top_label_targets(
     return (labels == predicted[:, None]).double().mean(dim=1), valid
 
 
-def _bin_sums(conf: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, num_bins: int) -> torch.Tensor:
+def calibration_bin_sums(conf: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, num_bins: int) -> torch.Tensor:
     """``(B, 3, num_bins)`` float64 count / confidence / target sums of ``(B, *spatial)`` pixels, vectorised."""
     batch = conf.shape[0]
     inner_edges = torch.arange(1, num_bins, dtype=torch.float64, device=conf.device) / num_bins
@@ -254,7 +255,7 @@ class SoftTargetCalibrationErrorMetric(CumulativeIterationMetric):
         return compute_soft_target_calibration_bins(y_pred, y, self.num_bins, self.confidence, self.ignore_index)
 
     def _pooled_bins(self) -> torch.Tensor:
-        return _all_buffers(self)[0].sum(dim=0)
+        return all_buffers(self)[0].sum(dim=0)
 
     def aggregate(self) -> torch.Tensor:  # type: ignore[override]
         """ECE of all pixels of all images seen so far on all ranks: 0-dim float64 in ``[0, 1]``."""

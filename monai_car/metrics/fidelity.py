@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from monai.metrics import CumulativeIterationMetric
 
-from .calibration import _bin_sums, calibration_error_from_bins, reliability_table_from_bins
-from .utils import _all_buffers, as_plain_tensor, probabilities_to_labels
+from .calibration import calibration_bin_sums, calibration_error_from_bins, reliability_table_from_bins
+from .utils import all_buffers, as_plain_tensor, probabilities_to_labels
 
 __all__ = [
     "FIDELITY_KEYS",
@@ -140,7 +140,7 @@ def compute_fidelity_terms(
     per_case = torch.stack([sharpness, n_window, q, g, f_max, r_col, s_col], dim=1)
     confidence = hard.double().mean(dim=1)
     target = labels.double().mean(dim=1)
-    return per_case, _bin_sums(confidence, target, window, pixel_bins)
+    return per_case, calibration_bin_sums(confidence, target, window, pixel_bins)
 
 
 def presence_ece_noise_floor(
@@ -182,7 +182,7 @@ def presence_ece_noise_floor(
     q = torch.binomial(s.expand(repeats, -1).contiguous(), pp.contiguous(), generator=gen) / s
     g = torch.binomial(r.expand(repeats, -1).contiguous(), pp.contiguous(), generator=gen) / r
     valid = torch.ones_like(q, dtype=torch.bool)
-    bins = _bin_sums(q, g, valid, num_bins)  # (repeats, 3, num_bins)
+    bins = calibration_bin_sums(q, g, valid, num_bins)  # (repeats, 3, num_bins)
     ece = (bins[:, 1] - bins[:, 2]).abs().sum(dim=1) / bins[:, 0].sum(dim=1)
     return float(ece.mean()), float(torch.quantile(ece, 0.95))
 
@@ -217,7 +217,7 @@ def fidelity_from_terms(
     q, g = per_case[:, _Q].contiguous(), per_case[:, _G].contiguous()
     sharp = per_case[:, _SHARP]
     has_window = ~torch.isnan(sharp)
-    presence = _bin_sums(q[None], g[None], torch.ones_like(q[None], dtype=torch.bool), presence_bins)[0]
+    presence = calibration_bin_sums(q[None], g[None], torch.ones_like(q[None], dtype=torch.bool), presence_bins)[0]
     floor, floor_p95 = presence_ece_noise_floor(g, per_case[:, _R], per_case[:, _S], presence_bins, floor_repeats, seed)
     all_marked = g >= 1.0 - 1e-9
     f_max = per_case[all_marked, _FMAX]
@@ -281,7 +281,7 @@ class FidelityMetric(CumulativeIterationMetric):
 
     def report(self) -> tuple[dict[str, float], dict[str, dict[str, torch.Tensor]]]:
         """``(aggregate(), reliability_tables())`` from one reduction (the noise floor's Monte Carlo runs once)."""
-        per_case, pixel = _all_buffers(self)
+        per_case, pixel = all_buffers(self)
         return fidelity_from_terms(per_case, pixel, self.presence_bins, self.floor_repeats, self.seed)
 
     def aggregate(self) -> dict[str, float]:  # type: ignore[override]

@@ -10,21 +10,21 @@ from monai.metrics import CumulativeIterationMetric
 from monai.utils import MetricReduction
 
 from .pairwise_iou import (
-    _count_dtype,
-    _crop_label_maps,
-    _iou_from_counts,
-    _pairwise_class_counts,
-    _pairwise_intersection_union,
+    count_dtype,
+    crop_label_maps,
+    iou_from_counts,
+    pairwise_class_counts,
+    pairwise_intersection_union,
 )
 from .utils import (
-    _all_buffers,
-    _as_binary,
-    _as_labels,
-    _check_classes,
-    _check_sets,
-    _crop_to_foreground,
-    _labels_from_probabilities,
+    all_buffers,
+    as_binary_masks,
+    as_label_maps,
     as_plain_tensor,
+    check_num_classes,
+    check_sample_sets,
+    crop_to_foreground,
+    labels_from_probabilities,
     reduce_per_image,
 )
 
@@ -42,8 +42,8 @@ def _pairwise_distance(
     """``(B, N, M)`` distances of flattened inputs: ``1 - IoU`` (binary) or its mean over ``classes`` (label maps),
     counted in ``dtype``."""
     if classes is None:
-        return 1.0 - _iou_from_counts(*_pairwise_intersection_union(a, b, dtype))
-    return (1.0 - _iou_from_counts(*_pairwise_class_counts(a, b, classes, dtype))).mean(dim=-1)
+        return 1.0 - iou_from_counts(*pairwise_intersection_union(a, b, dtype))
+    return (1.0 - iou_from_counts(*pairwise_class_counts(a, b, classes, dtype))).mean(dim=-1)
 
 
 def compute_ged_terms(
@@ -86,19 +86,19 @@ def compute_ged_terms(
     """
     y_pred = as_plain_tensor(y_pred, "y_pred")
     y = as_plain_tensor(y, "y")
-    _check_sets(y_pred, y, ("y_pred", "y"))
-    dtype = _count_dtype(y.shape[2:].numel())  # of the whole image: the same precision with or without the crop
+    check_sample_sets(y_pred, y, ("y_pred", "y"))
+    dtype = count_dtype(y.shape[2:].numel())  # of the whole image: the same precision with or without the crop
     if num_classes is None:
         if classes is not None:
             raise ValueError("classes is only used with integer label maps: set num_classes as well.")
         class_ids = None
-        a, b = _crop_to_foreground(_as_binary(y_pred, "y_pred"), _as_binary(y, "y"))
+        a, b = crop_to_foreground(as_binary_masks(y_pred, "y_pred"), as_binary_masks(y, "y"))
         a, b = a.flatten(2).to(dtype), b.flatten(2).to(dtype)  # converted once, reused by the cross and self pairs
     else:
-        class_ids = _check_classes(classes, num_classes)
-        a = _as_labels(y_pred, "y_pred", num_classes)
-        b = _as_labels(y, "y", num_classes)
-        a, b = (t.flatten(2) for t in _crop_label_maps(a, b, class_ids))
+        class_ids = check_num_classes(classes, num_classes)
+        a = as_label_maps(y_pred, "y_pred", num_classes)
+        b = as_label_maps(y, "y", num_classes)
+        a, b = (t.flatten(2) for t in crop_label_maps(a, b, class_ids))
     cross = _pairwise_distance(a, b, class_ids, dtype).mean(dim=(1, 2))
     samples = _pairwise_distance(a, None, class_ids, dtype).mean(dim=(1, 2))
     labels = _pairwise_distance(b, None, class_ids, dtype).mean(dim=(1, 2))
@@ -153,13 +153,13 @@ class GEDTermsMetric(CumulativeIterationMetric):
         self, reduction: MetricReduction | str | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         """Reduce the GED^2 of every image seen so far (all DDP ranks), by default to their mean."""
-        ged = _all_buffers(self)[0]
+        ged = all_buffers(self)[0]
         f = reduce_per_image(ged, reduction or self.reduction)
         return (f, (~torch.isnan(ged)).sum().float()) if self.get_not_nans else f
 
     def aggregate_terms(self) -> dict[str, torch.Tensor]:
         """Mean over all images of each term, keyed by :attr:`term_names` (0-dim tensors)."""
-        return {k: v.nanmean() for k, v in zip(self.term_names, _all_buffers(self))}
+        return {k: v.nanmean() for k, v in zip(self.term_names, all_buffers(self))}
 
 
 class GeneralizedEnergyDistanceMetric(GEDTermsMetric):
@@ -205,7 +205,7 @@ class GeneralizedEnergyDistanceMetric(GEDTermsMetric):
         if num_classes is None and classes is not None:
             raise ValueError("classes is only used with integer label maps: set num_classes as well.")
         if num_classes is not None:
-            _check_classes(classes, num_classes)
+            check_num_classes(classes, num_classes)
         self.num_classes = num_classes
         self.classes = None if classes is None else list(classes)
         self.from_probabilities = from_probabilities
@@ -215,7 +215,7 @@ class GeneralizedEnergyDistanceMetric(GEDTermsMetric):
     def _prepare_prediction(self, y_pred: torch.Tensor) -> torch.Tensor:
         if not self.from_probabilities:
             return y_pred
-        return _labels_from_probabilities(y_pred, self.num_classes, binary=self.num_classes is None)
+        return labels_from_probabilities(y_pred, self.num_classes, binary=self.num_classes is None)
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> list[torch.Tensor]:  # type: ignore[override]
         if y is None:

@@ -12,7 +12,7 @@ from monai.utils import MetricReduction
 from scipy.optimize import linear_sum_assignment
 
 from .pairwise_iou import compute_pairwise_iou
-from .utils import _all_buffers, _labels_from_probabilities, as_plain_tensor, reduce_per_image
+from .utils import all_buffers, as_plain_tensor, labels_from_probabilities, reduce_per_image
 
 __all__ = ["HungarianMatchedIoUMetric", "compute_hungarian_matched_iou", "hungarian_matched_iou_from_matrix"]
 
@@ -119,13 +119,13 @@ class HungarianMatchedIoUMetric(CumulativeIterationMetric):
             raise ValueError("y (the graders' masks, (B, R, *spatial)) is required.")
         y_pred = as_plain_tensor(y_pred, "y_pred")
         if self.from_probabilities:
-            y_pred = _labels_from_probabilities(y_pred, None, binary=True)
+            y_pred = labels_from_probabilities(y_pred, None, binary=True)
         return compute_hungarian_matched_iou(y_pred, y)
 
     def aggregate(
         self, reduction: MetricReduction | str | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         """Reduce the HM-IoU of every image seen so far (all DDP ranks), by default to their mean."""
-        values = _all_buffers(self)[0]
+        values = all_buffers(self)[0]
         f = reduce_per_image(values, reduction or self.reduction)
         return (f, (~torch.isnan(values)).sum().float()) if self.get_not_nans else f

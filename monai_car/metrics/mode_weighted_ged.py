@@ -9,13 +9,13 @@ import torch
 from monai.utils import MetricReduction
 
 from .generalized_energy_distance import GEDTermsMetric
-from .pairwise_iou import _pairwise_class_counts
+from .pairwise_iou import pairwise_class_counts
 from .utils import (
-    _as_labels,
-    _check_classes,
-    _check_sets,
-    _labels_from_probabilities,
+    as_label_maps,
     as_plain_tensor,
+    check_num_classes,
+    check_sample_sets,
+    labels_from_probabilities,
 )
 
 __all__ = ["ModeWeightedGEDMetric", "compute_mode_weighted_ged", "compute_mode_weighted_ged_terms"]
@@ -23,7 +23,7 @@ __all__ = ["ModeWeightedGEDMetric", "compute_mode_weighted_ged", "compute_mode_w
 
 def _class_averaged_distance(a: torch.Tensor, b: torch.Tensor | None, classes: list[int]) -> tuple[torch.Tensor, ...]:
     """``(d, kept)``, each ``(B, N, M)``: ``d = 1 - mean IoU`` over the classes present in a pair, ``kept`` if any."""
-    inter, union = _pairwise_class_counts(a, b, classes)  # (B, N, M, C)
+    inter, union = pairwise_class_counts(a, b, classes)  # (B, N, M, C)
     present = union > 0
     n_present = present.sum(dim=-1)
     iou_sum = torch.where(present, inter / union.clamp_min(1), torch.zeros_like(inter)).sum(dim=-1)
@@ -98,11 +98,11 @@ def compute_mode_weighted_ged_terms(
     """
     y_pred = as_plain_tensor(y_pred, "y_pred")
     modes = as_plain_tensor(modes, "modes")
-    _check_sets(y_pred, modes, ("y_pred", "modes"))
-    class_ids = _check_classes(classes, None)
+    check_sample_sets(y_pred, modes, ("y_pred", "modes"))
+    class_ids = check_num_classes(classes, None)
     w = _check_weights(mode_weights, modes.shape[0], modes.shape[1], modes.device)
-    a = _as_labels(y_pred, "y_pred").flatten(2)
-    b = _as_labels(modes, "modes").flatten(2)
+    a = as_label_maps(y_pred, "y_pred").flatten(2)
+    b = as_label_maps(modes, "modes").flatten(2)
 
     d_sy, k_sy = _class_averaged_distance(a, b, class_ids)
     d_ss, k_ss = _class_averaged_distance(a, None, class_ids)
@@ -159,7 +159,7 @@ class ModeWeightedGEDMetric(GEDTermsMetric):
         get_not_nans: bool = False,
     ) -> None:
         super().__init__()
-        self.classes = _check_classes(classes, None)
+        self.classes = check_num_classes(classes, None)
         self.mode_weights = mode_weights
         self.from_probabilities = from_probabilities
         self.reduction = reduction
@@ -178,6 +178,6 @@ class ModeWeightedGEDMetric(GEDTermsMetric):
             raise ValueError("mode_weights is required: pass it to the call or to the constructor.")
         y_pred = as_plain_tensor(y_pred, "y_pred")
         if self.from_probabilities:
-            y_pred = _labels_from_probabilities(y_pred, None, binary=False)
+            y_pred = labels_from_probabilities(y_pred, None, binary=False)
         cross, samples, modes_term = compute_mode_weighted_ged_terms(y_pred, y, weights, self.classes)
         return [2.0 * cross - samples - modes_term, cross, samples, modes_term]

@@ -8,24 +8,33 @@ import torch
 
 from .utils import (
     _FLOAT32_EXACT_INT,
-    _as_binary,
-    _as_labels,
-    _check_classes,
-    _check_sets,
-    _crop_to_foreground,
-    _in_classes,
+    as_binary_masks,
+    as_label_maps,
     as_plain_tensor,
+    check_num_classes,
+    check_sample_sets,
+    crop_to_foreground,
+    in_classes,
 )
 
-__all__ = ["compute_pairwise_class_iou", "compute_pairwise_iou", "compute_pairwise_iou_distance"]
+__all__ = [
+    "compute_pairwise_class_iou",
+    "compute_pairwise_iou",
+    "compute_pairwise_iou_distance",
+    "count_dtype",
+    "crop_label_maps",
+    "iou_from_counts",
+    "pairwise_class_counts",
+    "pairwise_intersection_union",
+]
 
 
-def _count_dtype(num_pixels: int) -> torch.dtype:
+def count_dtype(num_pixels: int) -> torch.dtype:
     """float32 counts pixels exactly up to 2**24; float64 beyond."""
     return torch.float32 if num_pixels <= _FLOAT32_EXACT_INT else torch.float64
 
 
-def _pairwise_intersection_union(
+def pairwise_intersection_union(
     a: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel counts of intersection and union for every pair of masks.
@@ -33,14 +42,14 @@ def _pairwise_intersection_union(
     Args:
         a: ``(B, N, P)`` bool masks, flattened (or already converted to ``dtype``, which skips a copy).
         b: ``(B, M, P)`` bool masks, flattened, or ``None`` to pair ``a`` with itself.
-        dtype: the counts' dtype; by default :func:`_count_dtype` of ``P``. Callers that cropped the masks pass the
+        dtype: the counts' dtype; by default :func:`count_dtype` of ``P``. Callers that cropped the masks pass the
             dtype of the uncropped pixel count, so that the IoU is computed in the same precision either way.
 
     Returns:
         ``(intersection, union)``, each ``(B, N, M)``, exact integer counts held in float32 (float64 when
         ``P > 2**24``, beyond which float32 no longer counts exactly).
     """
-    dtype = _count_dtype(a.shape[-1]) if dtype is None else dtype
+    dtype = count_dtype(a.shape[-1]) if dtype is None else dtype
     af = a.to(dtype)
     bf = af if b is None else b.to(dtype)
     inter = torch.bmm(af, bf.transpose(1, 2))
@@ -50,7 +59,7 @@ def _pairwise_intersection_union(
     return inter, union
 
 
-def _crop_label_maps(a: torch.Tensor, b: torch.Tensor, classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def crop_label_maps(a: torch.Tensor, b: torch.Tensor, classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Crop label maps to the window of each image that holds every pixel labelled with one of ``classes``.
 
     Exact for the per-class counts of ``classes``: a pixel outside the window carries none of them in any map, so it
@@ -60,10 +69,10 @@ def _crop_label_maps(a: torch.Tensor, b: torch.Tensor, classes: Sequence[int]) -
     """
     if 0 in classes:
         return a, b
-    return _crop_to_foreground(a, b, _in_classes(a, classes), _in_classes(b, classes))
+    return crop_to_foreground(a, b, in_classes(a, classes), in_classes(b, classes))
 
 
-def _iou_from_counts(inter: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
+def iou_from_counts(inter: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
     """IoU = intersection / union, and 1 where the union is empty (both masks empty); float32."""
     iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
     return iou.float()
@@ -97,10 +106,10 @@ def compute_pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     a = as_plain_tensor(a, "a")
     b = as_plain_tensor(b, "b")
-    _check_sets(a, b, ("a", "b"))
-    dtype = _count_dtype(a.shape[2:].numel())
-    a, b = _crop_to_foreground(_as_binary(a, "a"), _as_binary(b, "b"))
-    return _iou_from_counts(*_pairwise_intersection_union(a.flatten(2), b.flatten(2), dtype))
+    check_sample_sets(a, b, ("a", "b"))
+    dtype = count_dtype(a.shape[2:].numel())
+    a, b = crop_to_foreground(as_binary_masks(a, "a"), as_binary_masks(b, "b"))
+    return iou_from_counts(*pairwise_intersection_union(a.flatten(2), b.flatten(2), dtype))
 
 
 def compute_pairwise_iou_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -116,7 +125,7 @@ def compute_pairwise_iou_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Ten
     return 1.0 - compute_pairwise_iou(a, b)
 
 
-def _pairwise_class_counts(
+def pairwise_class_counts(
     a: torch.Tensor, b: torch.Tensor | None, classes: Sequence[int], dtype: torch.dtype | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class intersection and union counts of flattened label maps.
@@ -124,14 +133,14 @@ def _pairwise_class_counts(
     Args:
         a: ``(B, N, P)`` int64 label maps. b: ``(B, M, P)`` int64 label maps, or ``None`` to pair ``a`` with itself.
         classes: the class ids (one matmul per class: the loop runs over classes, never over pairs).
-        dtype: the counts' dtype (see :func:`_pairwise_intersection_union`).
+        dtype: the counts' dtype (see :func:`pairwise_intersection_union`).
 
     Returns:
         ``(intersection, union)``, each ``(B, N, M, C)``.
     """
     inters, unions = [], []
     for c in classes:
-        inter, union = _pairwise_intersection_union(a == c, None if b is None else b == c, dtype)
+        inter, union = pairwise_intersection_union(a == c, None if b is None else b == c, dtype)
         inters.append(inter)
         unions.append(union)
     return torch.stack(inters, dim=-1), torch.stack(unions, dim=-1)
@@ -164,9 +173,9 @@ def compute_pairwise_class_iou(
     """
     a = as_plain_tensor(a, "a")
     b = as_plain_tensor(b, "b")
-    _check_sets(a, b, ("a", "b"))
-    classes = _check_classes(classes, num_classes)
-    dtype = _count_dtype(a.shape[2:].numel())
-    a, b = _crop_label_maps(_as_labels(a, "a", num_classes), _as_labels(b, "b", num_classes), classes)
-    inter, union = _pairwise_class_counts(a.flatten(2), b.flatten(2), classes, dtype)
-    return _iou_from_counts(inter, union), union > 0
+    check_sample_sets(a, b, ("a", "b"))
+    classes = check_num_classes(classes, num_classes)
+    dtype = count_dtype(a.shape[2:].numel())
+    a, b = crop_label_maps(as_label_maps(a, "a", num_classes), as_label_maps(b, "b", num_classes), classes)
+    inter, union = pairwise_class_counts(a.flatten(2), b.flatten(2), classes, dtype)
+    return iou_from_counts(inter, union), union > 0

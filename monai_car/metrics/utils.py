@@ -10,26 +10,24 @@ from monai.metrics import Cumulative
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction, look_up_option
 
-__all__ = ["as_plain_tensor", "probabilities_to_labels", "reduce_per_image"]
+from monai_car.utils.validation import as_plain_tensor
+
+__all__ = [
+    "all_buffers",
+    "as_binary_masks",
+    "as_label_maps",
+    "as_plain_tensor",
+    "check_num_classes",
+    "check_sample_sets",
+    "crop_to_foreground",
+    "in_classes",
+    "labels_from_probabilities",
+    "probabilities_to_labels",
+    "reduce_per_image",
+]
 
 # float32 adds integers exactly up to 2**24; larger pixel counts are accumulated in float64
 _FLOAT32_EXACT_INT = 2**24
-
-
-def as_plain_tensor(x: object, name: str) -> torch.Tensor:
-    """Return ``x`` as a plain ``torch.Tensor`` (a MONAI ``MetaTensor`` loses its metadata), or fail clearly.
-
-    Args:
-        x: the input to check.
-        name: the argument's name, used in the error message.
-
-    Raises:
-        TypeError: when ``x`` is not a tensor.
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; convert it with torch.as_tensor.")
-    as_tensor = getattr(x, "as_tensor", None)  # monai.data.MetaTensor
-    return as_tensor() if callable(as_tensor) else x
 
 
 def probabilities_to_labels(probabilities: torch.Tensor) -> torch.Tensor:
@@ -78,7 +76,7 @@ def reduce_per_image(values: torch.Tensor, reduction: MetricReduction | str) -> 
     return f.reshape(-1)
 
 
-def _check_sets(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None:
+def check_sample_sets(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None:
     """Check that ``a`` ``(B, N, *spatial)`` and ``b`` ``(B, M, *spatial)`` can be compared pairwise."""
     na, nb = names
     for x, n in ((a, na), (b, nb)):
@@ -102,7 +100,7 @@ def _check_sets(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> Non
         raise ValueError(f"{na} is on {a.device} but {nb} is on {b.device}; move both to the same device.")
 
 
-def _as_binary(x: torch.Tensor, name: str) -> torch.Tensor:
+def as_binary_masks(x: torch.Tensor, name: str) -> torch.Tensor:
     """Return a bool view of a mask that holds only 0 and 1 (any real dtype), or fail clearly."""
     if x.dtype == torch.bool:
         return x
@@ -115,7 +113,7 @@ def _as_binary(x: torch.Tensor, name: str) -> torch.Tensor:
     return x != 0
 
 
-def _as_labels(x: torch.Tensor, name: str, num_classes: int | None = None) -> torch.Tensor:
+def as_label_maps(x: torch.Tensor, name: str, num_classes: int | None = None) -> torch.Tensor:
     """Return an int64 label map (floats must hold whole numbers); with ``num_classes`` check values in range."""
     if x.dtype == torch.bool:
         x = x.long()
@@ -137,7 +135,7 @@ def _as_labels(x: torch.Tensor, name: str, num_classes: int | None = None) -> to
     return x
 
 
-def _check_classes(classes: Sequence[int] | None, num_classes: int | None) -> list[int]:
+def check_num_classes(classes: Sequence[int] | None, num_classes: int | None) -> list[int]:
     """Validate the class ids to average over (default: the foreground classes ``1 .. num_classes - 1``)."""
     if num_classes is not None and (
         isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
@@ -168,14 +166,14 @@ def _any_over_set(x: torch.Tensor) -> torch.Tensor:
     return x.view(torch.uint8).amax(dim=1) > 0
 
 
-def _in_classes(x: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+def in_classes(x: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
     """Bool map of the pixels of label maps ``x`` whose label is one of ``classes``."""
     if len(classes) == 1:
         return x == classes[0]
     return torch.isin(x, torch.as_tensor(list(classes), dtype=x.dtype, device=x.device))
 
 
-def _crop_to_foreground(
+def crop_to_foreground(
     a: torch.Tensor, b: torch.Tensor, fg_a: torch.Tensor | None = None, fg_b: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Crop both sets of an image to one window that holds all the foreground of that image, for the pair counts.
@@ -224,7 +222,7 @@ def _crop_to_foreground(
     return crop_a, crop_b
 
 
-def _labels_from_probabilities(y_pred: torch.Tensor, num_classes: int | None, binary: bool) -> torch.Tensor:
+def labels_from_probabilities(y_pred: torch.Tensor, num_classes: int | None, binary: bool) -> torch.Tensor:
     """Label maps from ``(B, S, K, *spatial)`` probabilities, checking ``K`` against the metric's mode.
 
     ``binary``: the metric compares foreground masks, so only ``K`` in ``{1, 2}`` is accepted;
@@ -246,7 +244,7 @@ def _labels_from_probabilities(y_pred: torch.Tensor, num_classes: int | None, bi
     return probabilities_to_labels(y_pred)
 
 
-def _all_buffers(metric: Cumulative) -> list[torch.Tensor]:
+def all_buffers(metric: Cumulative) -> list[torch.Tensor]:
     """The gathered buffers as a list (MONAI returns a bare tensor when there is one buffer)."""
     data = metric.get_buffer()
     if data is None:

@@ -17,7 +17,7 @@ from monai_car.metrics import (
     compute_pairwise_class_iou,
     compute_pairwise_iou,
 )
-from monai_car.metrics.utils import _crop_to_foreground
+from monai_car.metrics.utils import crop_to_foreground
 
 
 def _iou(p: np.ndarray, q: np.ndarray) -> float:
@@ -72,7 +72,7 @@ class _CountSpy:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.pixels: list[int] = []
         self.dtypes: list[torch.dtype] = []
-        original = pairwise_module._pairwise_intersection_union
+        original = pairwise_module.pairwise_intersection_union
 
         def spy(a, b, dtype=None):
             inter, union = original(a, b, dtype)
@@ -80,15 +80,15 @@ class _CountSpy:
             self.dtypes.append(inter.dtype)
             return inter, union
 
-        monkeypatch.setattr(pairwise_module, "_pairwise_intersection_union", spy)
+        monkeypatch.setattr(pairwise_module, "pairwise_intersection_union", spy)
         import monai_car.metrics.generalized_energy_distance as ged_module
 
-        monkeypatch.setattr(ged_module, "_pairwise_intersection_union", spy)
+        monkeypatch.setattr(ged_module, "pairwise_intersection_union", spy)
 
 
 def test_crop_keeps_every_foreground_pixel_inside_the_image():
     s, y = _border_masks()
-    a, b = _crop_to_foreground(s, y)
+    a, b = crop_to_foreground(s, y)
     assert a.shape[:2] == (4, 5) and b.shape[:2] == (4, 3) and a.shape[2:] == b.shape[2:]
     assert a.shape[2:] == (5, 24)  # the tallest box (image 0, rows 0..4) and the widest (image 2, every column)
     for i in range(4):
@@ -97,13 +97,13 @@ def test_crop_keeps_every_foreground_pixel_inside_the_image():
 
 def test_crop_of_an_empty_batch_is_one_background_pixel_and_a_full_window_is_no_copy():
     s, y = torch.zeros(2, 3, 8, 9, dtype=torch.bool), torch.zeros(2, 2, 8, 9, dtype=torch.bool)
-    a, b = _crop_to_foreground(s, y)
+    a, b = crop_to_foreground(s, y)
     assert a.shape == (2, 3, 1, 1) and b.shape == (2, 2, 1, 1) and not a.any() and not b.any()
     s[0, 0, 0, 0] = s[1, 1, -1, -1] = True  # opposite corners of two images: a 1x1 window each
-    a, b = _crop_to_foreground(s, y)
+    a, b = crop_to_foreground(s, y)
     assert a.shape[2:] == (1, 1) and int(a.sum()) == 2
     s[0, 0, -1, -1] = True  # image 0 spans the whole image: the window is the image
-    a, b = _crop_to_foreground(s, y)
+    a, b = crop_to_foreground(s, y)
     assert a is s and b is y
 
 
@@ -126,9 +126,9 @@ def test_ged_and_hm_iou_equal_the_whole_image_loop(monkeypatch, spatial):
 def test_pairwise_iou_is_bit_identical_to_the_uncropped_counts():
     """Exact integer counts in the window: the IoU matrix equals, bit for bit, the one over the whole image."""
     s, y = _border_masks()
-    dtype = pairwise_module._count_dtype(20 * 24)
-    full = pairwise_module._iou_from_counts(
-        *pairwise_module._pairwise_intersection_union(s.flatten(2), y.flatten(2), dtype)
+    dtype = pairwise_module.count_dtype(20 * 24)
+    full = pairwise_module.iou_from_counts(
+        *pairwise_module.pairwise_intersection_union(s.flatten(2), y.flatten(2), dtype)
     )
     assert torch.equal(compute_pairwise_iou(s, y), full)
 

@@ -294,13 +294,13 @@ def test_evaluation_report_text_permissions(tmp_path, modes):
 
 
 def test_demo_dataset_folder_permissions(tmp_path, modes):
-    from monai_car.data.demo import _publish
+    from monai_car.data._demo_cache import publish_build
 
     def build(stage: Path) -> None:
         (stage / "images").mkdir()
         (stage / "images" / "a.txt").write_text("a")
 
-    folder = _publish(tmp_path / "demo", {"v": 1}, build)
+    folder = publish_build(tmp_path / "demo", {"v": 1}, build)
     assert _names(tmp_path) == ["demo"] and _check_tree(folder, *modes) == 2
 
 
