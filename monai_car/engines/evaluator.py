@@ -14,9 +14,10 @@ from monai.utils import ForwardMode, IgniteInfo, min_version, optional_import
 from torch.utils.data import DataLoader
 
 from monai_car.networks import CARNet
-from monai_car.utils.checkpoint import derive_seed
 from monai_car.utils.distributed import is_distributed
 from monai_car.utils.enums import CarKeys
+from monai_car.utils.rng import derive_seed
+from monai_car.utils.validation import check_non_negative_int, check_positive_int
 
 from .metric_handlers import default_car_metrics
 from .utils import as_plain, attach_progress_bar, check_batch, usable_cases
@@ -129,10 +130,8 @@ class CAREvaluator(Evaluator):
     ) -> None:
         if not isinstance(network, CARNet):
             raise TypeError(f"network must be a monai_car.networks.CARNet, got {type(network).__name__}.")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
+        check_positive_int(num_samples, "num_samples")
+        check_non_negative_int(seed, "seed")
         counts = [int(n) for n in ged_sample_counts]
         if any(n < 1 or n > num_samples for n in counts):
             raise ValueError(f"ged_sample_counts {counts} must lie in [1, num_samples={num_samples}].")

@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 
 from monai_car.handlers.discriminator_schedule import DiscriminatorSchedule
 from monai_car.networks import CARNet
+from monai_car.utils.validation import check_positive_int
 
 __all__ = [
     "GENERATOR_LOSSES",
@@ -106,8 +107,7 @@ def check_refinement_args(
         raise ValueError("train_calibration=True (joint training of F) needs f_optimizer, F's optimizer.")
     if not train_calibration and f_optimizer is not None:
         raise ValueError("f_optimizer was given but F is frozen (train_calibration=False): set train_calibration=True.")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples (M) must be a positive int, got {num_samples!r}.")
+    check_positive_int(num_samples, "num_samples (M)")
     if generator_loss not in GENERATOR_LOSSES:
         raise ValueError(f"generator_loss must be one of {GENERATOR_LOSSES}, got {generator_loss!r}.")
     if schedule is not None and not isinstance(schedule, DiscriminatorSchedule):

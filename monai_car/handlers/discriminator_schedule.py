@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_car.utils.checkpoint import CheckpointKeyError
+from monai_car.utils.validation import check_non_negative_int, check_positive_int
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -67,10 +68,8 @@ class DiscriminatorSchedule:
         accuracy_cap: float | None = 0.85,
         start_with_update: bool = True,
     ) -> None:
-        if isinstance(update_iterations, bool) or not isinstance(update_iterations, int) or update_iterations < 1:
-            raise ValueError(f"update_iterations must be a positive int, got {update_iterations!r}.")
-        if isinstance(frozen_iterations, bool) or not isinstance(frozen_iterations, int) or frozen_iterations < 0:
-            raise ValueError(f"frozen_iterations must be a non-negative int, got {frozen_iterations!r}.")
+        check_positive_int(update_iterations, "update_iterations")
+        check_non_negative_int(frozen_iterations, "frozen_iterations")
         if accuracy_cap is not None and not 0.0 < float(accuracy_cap) <= 1.0:
             raise ValueError(f"accuracy_cap must be in (0, 1] or None, got {accuracy_cap!r}.")
         self.update_iterations = update_iterations

@@ -15,6 +15,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from monai_car.utils.atomic import write_text_atomic  # re-exported: monai_car.handlers.write_text_atomic
 from monai_car.utils.distributed import is_main_process
 from monai_car.utils.enums import CarKeys
+from monai_car.utils.validation import as_plain_tensor
 
 from .evaluation_summary import format_evaluation_summary
 
@@ -269,7 +270,7 @@ def _fidelity_lines(metrics: Mapping[str, Any]) -> list[str]:
 
 
 def _cpu(x: torch.Tensor) -> torch.Tensor:
-    return (x.as_tensor() if hasattr(x, "as_tensor") else x).detach().float().cpu()
+    return as_plain_tensor(x, "x").detach().float().cpu()
 
 
 def _safe(name: str) -> str:

@@ -12,6 +12,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_car.utils.distributed import is_main_process
 from monai_car.utils.enums import CarKeys
+from monai_car.utils.validation import as_plain_tensor, check_positive_int
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -58,10 +59,8 @@ class TensorBoardMontageHandler(TensorBoardHandler):
         tag: str = "val_montage",
         global_epoch_transform: Callable[[int], int] = lambda x: x,
     ) -> None:
-        if isinstance(max_cases, bool) or not isinstance(max_cases, int) or max_cases < 1:
-            raise ValueError(f"max_cases must be a positive int, got {max_cases!r}.")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
+        check_positive_int(max_cases, "max_cases")
+        check_positive_int(num_samples, "num_samples")
         super().__init__(summary_writer=summary_writer, log_dir=log_dir)
         self.max_cases, self.num_samples, self.tag = max_cases, num_samples, tag
         self.global_epoch_transform = global_epoch_transform
@@ -129,7 +128,7 @@ class TensorBoardMontageHandler(TensorBoardHandler):
 
 
 def _cpu(x: torch.Tensor) -> torch.Tensor:
-    return (x.as_tensor() if hasattr(x, "as_tensor") else x).detach().float().cpu()
+    return as_plain_tensor(x, "x").detach().float().cpu()
 
 
 def _case_affine(affines: object, i: int) -> torch.Tensor | None:

@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from monai.metrics import CumulativeIterationMetric
 
+from monai_car.utils.validation import check_positive_int
+
 from .utils import all_buffers, as_label_maps, as_plain_tensor
 
 __all__ = [
@@ -22,8 +24,7 @@ CONFIDENCE_MODES = ("foreground", "top_label")
 
 
 def _check_bins_args(num_bins: int, confidence: str) -> None:
-    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
-        raise ValueError(f"num_bins must be a positive int, got {num_bins!r}.")
+    check_positive_int(num_bins, "num_bins")
     if confidence not in CONFIDENCE_MODES:
         raise ValueError(f"confidence must be one of {CONFIDENCE_MODES}, got {confidence!r}.")
 

@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from monai.metrics import CumulativeIterationMetric
 
+from monai_car.utils.validation import check_positive_int
+
 from .calibration import calibration_bin_sums, calibration_error_from_bins, reliability_table_from_bins
 from .utils import all_buffers, as_plain_tensor, probabilities_to_labels
 
@@ -60,8 +62,7 @@ _EPS = 1e-12
 
 
 def _check_bins(num_bins: int, name: str) -> None:
-    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
-        raise ValueError(f"{name} must be a positive int, got {num_bins!r}.")
+    check_positive_int(num_bins, name)
 
 
 def compute_fidelity_terms(
@@ -166,8 +167,7 @@ def presence_ece_noise_floor(
         ``(mean, 95th percentile)`` of the control's ECE over the repeats; NaN for no case.
     """
     _check_bins(num_bins, "num_bins")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive int, got {repeats!r}.")
+    check_positive_int(repeats, "repeats")
     p = as_plain_tensor(presence_probability, "presence_probability").double().reshape(-1).cpu()
     if p.numel() == 0:
         return math.nan, math.nan

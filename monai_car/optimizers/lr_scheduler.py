@@ -5,6 +5,8 @@ from __future__ import annotations
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ConstantLR, LinearLR, LRScheduler, MultiStepLR
 
+from monai_car.utils.validation import check_positive_int
+
 __all__ = ["LR_POLICIES", "create_lr_scheduler"]
 
 LR_POLICIES = ("step", "linear", "constant")
@@ -49,8 +51,7 @@ def create_lr_scheduler(
     if policy not in LR_POLICIES:
         raise ValueError(f"policy must be one of {LR_POLICIES}, got {policy!r}.")
     if policy == "step":
-        if isinstance(decay_after, bool) or not isinstance(decay_after, int) or decay_after < 1:
-            raise ValueError(f"decay_after must be a positive int, got {decay_after!r}.")
+        check_positive_int(decay_after, "decay_after")
         if not 0.0 < gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {gamma!r}.")
         return MultiStepLR(optimizer, milestones=[decay_after], gamma=gamma)

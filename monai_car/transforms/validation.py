@@ -9,6 +9,7 @@ import torch
 from monai.transforms import MapTransform
 
 from monai_car.utils.enums import CarKeys
+from monai_car.utils.validation import as_plain_tensor
 
 from .utils import SKIP_REASON_KEY, case_name, check_on_error, mark_invalid, non_binary_values, skip_reason
 
@@ -23,7 +24,7 @@ def _as_tensor(x: object) -> torch.Tensor | None:
     if isinstance(x, np.ndarray):
         return torch.as_tensor(x)
     if isinstance(x, torch.Tensor):
-        return x.as_tensor() if hasattr(x, "as_tensor") else x
+        return as_plain_tensor(x, "x")
     return None
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from .validation import as_plain_tensor, check_probabilities
+
 __all__ = [
     "entropy",
     "calibration_entropy",
@@ -31,17 +33,21 @@ _EPS = 1e-12
 
 
 def _check_probs(x: object, name: str, min_ndim: int) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; convert it with torch.as_tensor.")
-    as_tensor = getattr(x, "as_tensor", None)  # monai.data.MetaTensor -> plain tensor
-    x = as_tensor() if callable(as_tensor) else x
-    if x.ndim < min_ndim:
-        raise ValueError(f"{name} must have at least {min_ndim} dims, got shape {tuple(x.shape)}.")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be floating-point probabilities, got dtype {x.dtype}.")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} holds NaN or inf values; check the network outputs before computing uncertainty.")
-    return x
+    """A plain tensor of finite floating-point values with at least ``min_ndim`` dims (values are clamped later)."""
+    return check_probabilities(as_plain_tensor(x, name), name, min_ndim=min_ndim, check_range=False)
+
+
+def _entropy(p: torch.Tensor, dim: int, eps: float = _EPS) -> torch.Tensor:
+    """:func:`entropy` of checked probabilities."""
+    p = p.clamp(0.0, 1.0)
+    if p.shape[dim] == 1:
+        p = torch.cat([1.0 - p, p], dim=dim)
+    return (-(p * p.clamp_min(eps).log()).sum(dim=dim)).clamp_min(0.0)
+
+
+def _foreground(probs: torch.Tensor, dim: int) -> torch.Tensor:
+    """:func:`foreground_probability` of checked probabilities."""
+    return probs.select(dim, 0) if probs.shape[dim] == 1 else 1.0 - probs.select(dim, 0)
 
 
 def entropy(probs: torch.Tensor, dim: int = 1, eps: float = _EPS) -> torch.Tensor:
@@ -65,29 +71,22 @@ def entropy(probs: torch.Tensor, dim: int = 1, eps: float = _EPS) -> torch.Tenso
         raise ValueError(f"dim={dim} is out of range for probs of shape {tuple(probs.shape)}.")
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}.")
-    p = probs.clamp(0.0, 1.0)
-    if p.shape[dim] == 1:
-        p = torch.cat([1.0 - p, p], dim=dim)
-    h = -(p * p.clamp_min(eps).log()).sum(dim=dim)
-    return h.clamp_min(0.0)
+    return _entropy(probs, dim, eps)
 
 
 def calibration_entropy(calibration_probs: torch.Tensor) -> torch.Tensor:
     """Predictive entropy of F (aleatoric uncertainty): ``(B, K, *spatial) -> (B, *spatial)``."""
-    calibration_probs = _check_probs(calibration_probs, "calibration_probs", 3)
-    return entropy(calibration_probs, dim=1)
+    return _entropy(_check_probs(calibration_probs, "calibration_probs", 3), dim=1)
 
 
 def sample_mean_entropy(samples: torch.Tensor) -> torch.Tensor:
     """Entropy of the mean of G's samples (total predictive entropy): ``(B, S, K, *spatial) -> (B, *spatial)``."""
-    samples = _check_probs(samples, "samples", 4)
-    return entropy(samples.mean(dim=1), dim=1)
+    return _entropy(_check_probs(samples, "samples", 4).mean(dim=1), dim=1)
 
 
 def mean_sample_entropy(samples: torch.Tensor) -> torch.Tensor:
     """Mean over the samples of each sample's entropy: ``(B, S, K, *spatial) -> (B, *spatial)``."""
-    samples = _check_probs(samples, "samples", 4)
-    return entropy(samples, dim=2).mean(dim=1)
+    return _entropy(_check_probs(samples, "samples", 4), dim=2).mean(dim=1)
 
 
 def mutual_information(samples: torch.Tensor) -> torch.Tensor:
@@ -102,8 +101,11 @@ def mutual_information(samples: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(B, *spatial)`` mutual information (nats).
     """
-    samples = _check_probs(samples, "samples", 4)
-    mi = entropy(samples.mean(dim=1), dim=1) - entropy(samples, dim=2).mean(dim=1)
+    return _mutual_information(_check_probs(samples, "samples", 4))
+
+
+def _mutual_information(samples: torch.Tensor) -> torch.Tensor:
+    mi = _entropy(samples.mean(dim=1), dim=1) - _entropy(samples, dim=2).mean(dim=1)
     return mi.clamp_min(0.0)
 
 
@@ -116,9 +118,7 @@ def foreground_probability(probs: torch.Tensor, dim: int = 1) -> torch.Tensor:
     probs = _check_probs(probs, "probs", 1)
     if not -probs.ndim <= dim < probs.ndim:
         raise ValueError(f"dim={dim} is out of range for probs of shape {tuple(probs.shape)}.")
-    if probs.shape[dim] == 1:
-        return probs.select(dim, 0)
-    return 1.0 - probs.select(dim, 0)
+    return _foreground(probs, dim)
 
 
 def sample_variance(samples: torch.Tensor, per_class: bool = False) -> torch.Tensor:
@@ -135,8 +135,11 @@ def sample_variance(samples: torch.Tensor, per_class: bool = False) -> torch.Ten
     Returns:
         ``(B, *spatial)`` or ``(B, K, *spatial)`` variance, ``>= 0``.
     """
-    samples = _check_probs(samples, "samples", 4)
-    x = samples if per_class else foreground_probability(samples, dim=2)
+    return _sample_variance(_check_probs(samples, "samples", 4), per_class)
+
+
+def _sample_variance(samples: torch.Tensor, per_class: bool = False) -> torch.Tensor:
+    x = samples if per_class else _foreground(samples, dim=2)
     return x.var(dim=1, unbiased=False).clamp_min(0.0)
 
 
@@ -163,8 +166,8 @@ def uncertainty_maps(samples: torch.Tensor, calibration_probs: torch.Tensor | No
                 f"calibration_probs {tuple(calibration_probs.shape)} must be (B, K, *spatial) matching samples "
                 f"{tuple(samples.shape)} = (B, S, K, *spatial)."
             )
-        out["entropy_calibration"] = calibration_entropy(calibration_probs)
-    out["entropy_sample_mean"] = sample_mean_entropy(samples)
-    out["mutual_information"] = mutual_information(samples)
-    out["sample_variance"] = sample_variance(samples)
+        out["entropy_calibration"] = _entropy(calibration_probs, dim=1)
+    out["entropy_sample_mean"] = _entropy(samples.mean(dim=1), dim=1)
+    out["mutual_information"] = _mutual_information(samples)
+    out["sample_variance"] = _sample_variance(samples)
     return out

@@ -100,7 +100,7 @@ def check_probabilities(
     shape = tuple(a.shape)
     want = f" {layout}" if layout else ""
     if (ndims is not None and a.ndim not in tuple(ndims)) or (ndims is None and a.ndim < min_ndim) or 0 in shape:
-        dims = f"{tuple(ndims)} dims" if ndims is not None else f">= {min_ndim} dims"
+        dims = f"{tuple(ndims)} dims" if ndims is not None else f"at least {min_ndim} dims"
         raise ValueError(f"{name} must be{want} probabilities with {dims} and no empty axis, got shape {shape}.")
     if not floating:
         raise ValueError(f"{name} must be floating-point probabilities, got dtype {a.dtype}.")

@@ -13,7 +13,7 @@ from nibabel import orientations
 
 from monai_car.data.sample_set import SampleSet, hard_labels
 from monai_car.utils.uncertainty import entropy, foreground_probability
-from monai_car.utils.validation import check_non_negative_int
+from monai_car.utils.validation import as_numpy, check_non_negative_int
 
 from .utils import figure_to_array, new_figure, save_figure_atomic
 
@@ -25,11 +25,7 @@ _RED = np.array([1.0, 0.15, 0.1])
 def _np(x: object, name: str) -> np.ndarray | None:
     if x is None:
         return None
-    if isinstance(x, torch.Tensor):
-        x = (x.as_tensor() if hasattr(x, "as_tensor") else x).detach().cpu().float().numpy()
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}.")
-    x = x.astype(np.float32, copy=False)
+    x = as_numpy(x.float() if isinstance(x, torch.Tensor) else x, name).astype(np.float32, copy=False)
     if not np.isfinite(x).all():
         raise ValueError(f"{name} holds NaN or inf values; the montage would be misleading.")
     return x
