@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+from monai_car.utils.enums import RefinementKeys  # re-exported: the stage-2 trainer's output keys
+from monai_car.utils.rng import isolated_rng  # re-exported: the engines' per-iteration RNG isolation
+
 from .base import ResumableTrainerMixin
 from .calibration_trainer import CalibrationTrainer
 from .evaluator import SKIPPED_BATCH_KEY, CAREvaluator, lower_is_better
@@ -21,15 +24,7 @@ from .metric_handlers import (
     default_car_metrics,
 )
 from .refinement_trainer import GENERATOR_LOSSES, GeneratorUpdate, RefinementTrainer
-from .utils import (
-    BatchCheck,
-    InvalidBatchError,
-    LogitsForward,
-    RefinementKeys,
-    check_batch,
-    isolated_rng,
-    select_cases,
-)
+from .utils import BatchCheck, InvalidBatchError, LogitsForward, check_batch, select_cases
 
 __all__ = [
     "GENERATOR_LOSSES",

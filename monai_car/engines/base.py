@@ -10,10 +10,9 @@ import torch
 from monai.data.utils import set_rnd
 from torch.utils.data import DataLoader
 
-from monai_car.utils.checkpoint import CheckpointKeyError, capture_rng_states, derive_seed, restore_rng_states
+from monai_car.utils.checkpoint import CheckpointKeyError
 from monai_car.utils.distributed import get_rank
-
-from .utils import isolated_rng
+from monai_car.utils.rng import capture_rng_states, derive_seed, isolated_rng, restore_rng_states
 
 __all__ = ["ResumableTrainerMixin"]
 

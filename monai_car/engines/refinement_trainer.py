@@ -26,6 +26,7 @@ from monai_car.losses import (
 from monai_car.networks import CARNet
 from monai_car.utils.distributed import all_reduce_mean, is_distributed, wrap_ddp
 from monai_car.utils.enums import CarKeys
+from monai_car.utils.enums import RefinementKeys as K
 
 from .base import ResumableTrainerMixin
 from .refinement_utils import (
@@ -48,7 +49,6 @@ from .utils import (
     merge_checkpoint_entries,
     usable_cases,
 )
-from .utils import RefinementKeys as K
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, EventEnum
@@ -100,7 +100,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
        DDP ranks) whether D is updated. If so: ``L_D = BCE(real, fake) + r1_weight * R1(real)`` with the fakes
        ``concat(x repeated, samples.detach())``, all ``M`` of them, in one D pass with the reals.
 
-    ``engine.state.output`` is a dict of python floats, :class:`~monai_car.engines.utils.RefinementKeys`: ``loss`` (G's
+    ``engine.state.output`` is a dict of python floats, :class:`~monai_car.utils.enums.RefinementKeys`: ``loss`` (G's
     total), ``loss_adv``, ``loss_cal``, ``loss_refine_ce``, ``loss_ce_f``, ``loss_d``, ``loss_d_bce``, ``loss_r1`` (NaN
     when not computed this iteration), ``d_accuracy`` (+ real / fake parts), ``d_updated``, the learning rates and the
     number of cases. Events: MONAI's ``IterationEvents`` (``FORWARD_COMPLETED`` after G's pass, ``LOSS_COMPLETED``,

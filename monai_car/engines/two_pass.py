@@ -29,13 +29,12 @@ from torch import nn
 
 from monai_car.losses import generator_adversarial_loss
 from monai_car.networks import CARNet
+from monai_car.utils.rng import TorchRngState, get_torch_rng_state, set_torch_rng_state
 
 from .refinement_utils import fake_discriminator_input
 from .utils import frozen_parameters
 
 __all__ = ["chunk_starts", "draw_samples", "replay_generator_backward"]
-
-RngState = tuple[torch.Tensor, "torch.Tensor | None"]
 
 
 def chunk_starts(num_samples: int, sample_chunk_size: int) -> list[tuple[int, int]]:
@@ -43,17 +42,6 @@ def chunk_starts(num_samples: int, sample_chunk_size: int) -> list[tuple[int, in
     smaller)."""
     step = min(int(sample_chunk_size), int(num_samples))
     return [(j, min(step, num_samples - j)) for j in range(0, num_samples, step)]
-
-
-def _rng_state(device: torch.device) -> RngState:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(state: RngState, device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
 
 
 def _norm_buffers(module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -76,7 +64,7 @@ def draw_samples(
     chunk_size: int | None,
     autocast: Callable[[], AbstractContextManager[Any]],
     share: bool = False,
-) -> tuple[torch.Tensor, list[RngState]]:
+) -> tuple[torch.Tensor, list[TorchRngState]]:
     """Pass 1: all samples, chunk by chunk, without a graph; G's batch-norm running statistics are left untouched.
 
     Args:
@@ -94,12 +82,12 @@ def draw_samples(
         before each chunk, for :func:`replay_generator_backward`.
     """
     m = noise.shape[1]
-    states: list[RngState] = []
+    states: list[TorchRngState] = []
     parts = []
     saved = _norm_buffers(sampler.refinement_net)
     with torch.no_grad():
         for j, c in chunk_starts(m, sample_chunk_size):
-            states.append(_rng_state(x.device))
+            states.append(get_torch_rng_state(x.device))
             with autocast():
                 s = sampler.sample(
                     x,
@@ -121,7 +109,7 @@ def replay_generator_backward(
     x: torch.Tensor,
     probs: torch.Tensor,
     noise: torch.Tensor,
-    states: list[RngState],
+    states: list[TorchRngState],
     sample_chunk_size: int,
     chunk_size: int | None,
     sample_grad: torch.Tensor,
@@ -151,10 +139,10 @@ def replay_generator_backward(
     """
     b, m = x.shape[0], noise.shape[1]
     logits_parts, loss_adv = [], torch.zeros((), device=x.device)
-    final_state = _rng_state(x.device)
+    final_state = get_torch_rng_state(x.device)
     with frozen_parameters(discriminator):
         for (j, c), state in zip(chunk_starts(m, sample_chunk_size), states):
-            _set_rng_state(state, x.device)
+            set_torch_rng_state(state, x.device)
             with autocast():
                 s = sampler.sample(
                     x,
@@ -172,6 +160,6 @@ def replay_generator_backward(
             backward(adversarial_weight * l_adv + (s * sample_grad[:, j : j + c]).sum())
             loss_adv = loss_adv + l_adv.detach()
             logits_parts.append(logits.detach().reshape(b, c, *logits.shape[1:]))
-    _set_rng_state(final_state, x.device)
+    set_torch_rng_state(final_state, x.device)
     fake_logits = torch.cat(logits_parts, dim=1)
     return fake_logits.reshape(b * m, *fake_logits.shape[2:]), loss_adv

@@ -1,4 +1,4 @@
-"""Shared pieces of the CAR engines: output keys, batch checks naming the bad case, RNG isolation, small adapters."""
+"""Shared pieces of the CAR engines: batch checks naming the bad case, small adapters."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from monai.data import decollate_batch, list_data_collate
 from monai.utils import IgniteInfo, min_version, optional_import
-from monai.utils.enums import StrEnum
 from torch import nn
 
 from monai_car.transforms.utils import SKIP_REASON_KEY
@@ -24,44 +23,16 @@ __all__ = [
     "BatchCheck",
     "InvalidBatchError",
     "LogitsForward",
-    "RefinementKeys",
     "as_plain",
     "attach_progress_bar",
     "case_names",
     "check_batch",
     "frozen_parameters",
-    "isolated_rng",
     "merge_checkpoint_entries",
     "record_skipped",
     "select_cases",
     "usable_cases",
 ]
-
-
-class RefinementKeys(StrEnum):
-    """Keys of the stage-2 trainer's per-iteration output (``engine.state.output``), all python floats.
-
-    ``LOSS`` is the generator's total loss under MONAI's usual ``"loss"`` key, so that ``from_engine(["loss"])``
-    handlers work unchanged. D's losses are NaN in iterations where D is not updated (they are not computed then).
-    """
-
-    LOSS = "loss"
-    LOSS_ADV = "loss_adv"
-    LOSS_CAL = "loss_cal"
-    LOSS_REFINE_CE = "loss_refine_ce"
-    LOSS_CE_F = "loss_ce_f"
-    LOSS_D = "loss_d"
-    LOSS_D_BCE = "loss_d_bce"
-    LOSS_R1 = "loss_r1"
-    D_ACCURACY = "d_accuracy"
-    D_ACCURACY_REAL = "d_accuracy_real"
-    D_ACCURACY_FAKE = "d_accuracy_fake"
-    D_UPDATED = "d_updated"
-    LR_G = "lr_g"
-    LR_D = "lr_d"
-    LR_F = "lr_f"
-    NUM_CASES = "num_cases"
-    SKIPPED = "skipped"
 
 
 class InvalidBatchError(ValueError):
@@ -255,28 +226,6 @@ def select_cases(batch: Mapping, indices: Sequence[int]) -> dict:
     the affine stays with its case)."""
     items = decollate_batch(dict(batch), detach=False)
     return list_data_collate([items[i] for i in indices])
-
-
-@contextlib.contextmanager
-def isolated_rng(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
-    """Run a block with torch's global CPU (and ``device``'s CUDA) generator seeded by ``seed``, restoring the previous
-    states afterwards.
-
-    The engines wrap each iteration in this with a seed derived from (seed, iteration, rank), so dropout and every
-    other draw of an iteration depend on nothing but those numbers: a resumed run repeats them exactly whatever ran in
-    between (validation, data loading, other handlers).
-    """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    cuda = device.type == "cuda"
-    index = (device.index if device.index is not None else torch.cuda.current_device()) if cuda else None
-    with torch.random.fork_rng(devices=[index] if cuda else [], device_type="cuda"):
-        torch.random.default_generator.manual_seed(seed)
-        if cuda:
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
-        yield
 
 
 @contextlib.contextmanager

@@ -10,15 +10,7 @@ from .atomic import (
     write_json_atomic,
     write_text_atomic,
 )
-from .checkpoint import (
-    CheckpointKeyError,
-    capture_rng_states,
-    derive_seed,
-    load_checkpoint,
-    load_network_weights,
-    restore_rng_states,
-    save_checkpoint,
-)
+from .checkpoint import CheckpointKeyError, load_checkpoint, load_network_weights, save_checkpoint
 from .distributed import (
     all_reduce_mean,
     get_rank,
@@ -29,7 +21,15 @@ from .distributed import (
     unwrap_module,
     wrap_ddp,
 )
-from .enums import CarKeys
+from .enums import CarKeys, RefinementKeys
+from .rng import (
+    capture_rng_states,
+    derive_seed,
+    get_torch_rng_state,
+    isolated_rng,
+    restore_rng_states,
+    set_torch_rng_state,
+)
 from .uncertainty import (
     calibration_entropy,
     entropy,
@@ -44,18 +44,22 @@ from .uncertainty import (
 __all__ = [
     "CarKeys",
     "CheckpointKeyError",
+    "RefinementKeys",
     "all_reduce_mean",
     "capture_rng_states",
     "derive_seed",
     "get_rank",
+    "get_torch_rng_state",
     "get_world_size",
     "init_distributed",
     "is_distributed",
     "is_main_process",
+    "isolated_rng",
     "load_checkpoint",
     "load_network_weights",
     "restore_rng_states",
     "save_checkpoint",
+    "set_torch_rng_state",
     "unwrap_module",
     "wrap_ddp",
     "atomic_dir",

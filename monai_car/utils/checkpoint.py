@@ -1,26 +1,22 @@
-"""Checkpoint files and random-number-generator states.
+"""Checkpoint files.
 
 - :func:`save_checkpoint` writes ``{name: obj.state_dict()}`` atomically (temp file in the same folder, then
   ``os.replace``), so a crash never leaves a truncated checkpoint behind.
 - :func:`load_checkpoint` loads strictly: a missing or unexpected entry (top level, or a network's parameter) is an
   error that names it. The authors' code saved under one name and loaded under another and silently started from
   scratch; here that fails loudly.
-- :func:`capture_rng_states` / :func:`restore_rng_states` record python, numpy, torch (CPU and CUDA) and named
-  ``torch.Generator`` states in a form that ``torch.load(..., weights_only=True)`` accepts.
-- :func:`derive_seed` mixes a seed with other values (iteration, rank, case id) into a new, well-spread seed.
+
+The random-number-generator states that checkpoints record (and seed derivation) live in :mod:`monai_car.utils.rng`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import random
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.optim import Optimizer
@@ -31,10 +27,7 @@ from .distributed import unwrap_module
 __all__ = [
     "load_network_weights",
     "CheckpointKeyError",
-    "capture_rng_states",
-    "derive_seed",
     "load_checkpoint",
-    "restore_rng_states",
     "save_checkpoint",
 ]
 
@@ -44,90 +37,6 @@ class CheckpointKeyError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
         return str(self.args[0]) if self.args else ""
-
-
-def derive_seed(seed: int, *values: int | str) -> int:
-    """A 63-bit seed derived from ``seed`` and further ``values`` (ints or strings), stable across processes.
-
-    Uses numpy's ``SeedSequence`` (strings go through SHA-256 first, never python's salted ``hash``), so nearby inputs
-    (iteration 7 and 8, rank 0 and 1) give unrelated seeds.
-
-    Example:
-        >>> derive_seed(0, 5) == derive_seed(0, 5) != derive_seed(0, 6)
-        True
-    """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
-    entropy = [int(seed)]
-    for v in values:
-        if isinstance(v, str):
-            entropy.append(int.from_bytes(hashlib.sha256(v.encode("utf-8")).digest()[:8], "little"))
-        elif isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0:
-            entropy.append(int(v))
-        else:
-            raise ValueError(f"derive_seed values must be non-negative ints or strings, got {v!r}.")
-    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
-
-
-def capture_rng_states(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
-    """The states of python's, numpy's and torch's global generators (CUDA too when initialised) and of ``generators``.
-
-    Returns:
-        A dict of tensors, ints, floats and strings only (safe for ``torch.load(weights_only=True)``).
-    """
-    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]  # noqa: NPY002
-    states: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {
-            "name": str(name),
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64).copy()),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "torch": torch.get_rng_state(),
-        "cuda": [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
-        if torch.cuda.is_available() and torch.cuda.is_initialized()
-        else [],
-        "generators": {},
-    }
-    for key, gen in (generators or {}).items():
-        if not isinstance(gen, torch.Generator):
-            raise TypeError(f"generators[{key!r}] must be a torch.Generator, got {type(gen).__name__}.")
-        states["generators"][str(key)] = gen.get_state()
-    return states
-
-
-def restore_rng_states(states: Mapping[str, Any], generators: Mapping[str, torch.Generator] | None = None) -> None:
-    """Restore what :func:`capture_rng_states` recorded.
-
-    Raises:
-        CheckpointKeyError: when ``states`` lacks an entry, or the named generators differ from the recorded ones.
-    """
-    required = ("python", "numpy", "torch", "cuda", "generators")
-    missing = [k for k in required if k not in states]
-    if missing:
-        raise CheckpointKeyError(f"RNG states lack {missing}; they must come from capture_rng_states().")
-    gens = dict(generators or {})
-    recorded = dict(states["generators"])
-    if set(gens) != set(recorded):
-        raise CheckpointKeyError(
-            f"RNG states hold generators {sorted(recorded)} but {sorted(gens)} were given to restore; "
-            "pass the same named generators that were recorded."
-        )
-    py = states["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = states["numpy"]
-    keys = torch.as_tensor(n["keys"]).cpu().numpy().astype(np.uint32)  # a map_location may have moved it
-    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))  # noqa: NPY002
-    torch.set_rng_state(torch.as_tensor(states["torch"], dtype=torch.uint8).cpu())
-    cuda_states = list(states["cuda"])
-    if cuda_states and torch.cuda.is_available():
-        for i, s in enumerate(cuda_states[: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(torch.as_tensor(s, dtype=torch.uint8).cpu(), i)
-    for key, gen in gens.items():
-        gen.set_state(torch.as_tensor(recorded[key], dtype=torch.uint8).cpu())
 
 
 def _state_dict_of(name: str, obj: Any) -> Any:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from monai.data import MetaTensor, list_data_collate
 
-from monai_car.engines import LogitsForward, check_batch, isolated_rng, select_cases
+from monai_car.engines import LogitsForward, check_batch, select_cases
 from monai_car.engines.utils import frozen_parameters
 from monai_car.utils.enums import CarKeys
 
@@ -65,17 +65,6 @@ def test_select_cases_keeps_metadata_with_its_case():
     assert sub[CarKeys.CASE_ID] == ["c0", "c3"]
     assert torch.equal(sub[CarKeys.IMAGE].affine[:, 0, 0], torch.tensor([1.0, 4.0]).double())
     assert torch.equal(sub[CarKeys.LABEL], batch[CarKeys.LABEL][[0, 3]])
-
-
-def test_isolated_rng_is_seeded_and_restores_the_outer_state():
-    torch.manual_seed(0)
-    outer = torch.get_rng_state()
-    with isolated_rng(42):
-        a = torch.rand(3)
-    assert torch.equal(torch.get_rng_state(), outer)
-    with isolated_rng(42):
-        b = torch.rand(3)
-    assert torch.equal(a, b)
 
 
 def test_frozen_parameters_and_logits_forward():
