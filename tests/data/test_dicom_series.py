@@ -1,12 +1,10 @@
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, generate_uid
+from dicom_slices import write_slice
 
 from monai_car.data.dicom_series import (
     DataError,
@@ -19,9 +17,6 @@ from monai_car.data.dicom_series import (
     sort_series,
 )
 
-INTERCEPT = -1024
-ORIGIN_XY = (-171.25, -198.5)
-
 
 class _Scan:
     """The attributes ``write_slice`` needs, for a made-up series."""
@@ -31,40 +26,6 @@ class _Scan:
     series_instance_uid = "1.2.826.0.1.3680043.2.1.1"
     pixel_spacing = 0.7
     slice_thickness = 2.5
-
-
-def write_slice(path: Path, scan, k: int, z: float, hu: np.ndarray, instance: int) -> None:
-    """One deflated CT slice, signed int16 with intercept -1024 (as ``tests/preprocessing/synthetic_lidc.py``
-    writes them, which is not importable from here)."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    sop = generate_uid(entropy_srcs=[scan.series_instance_uid, str(k), path.name])
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop
-    ds.Modality = "CT"
-    ds.PatientID = scan.patient_id
-    ds.StudyInstanceUID = scan.study_instance_uid
-    ds.SeriesInstanceUID = scan.series_instance_uid
-    ds.InstanceNumber = instance
-    ds.ImagePositionPatient = [ORIGIN_XY[0], ORIGIN_XY[1], float(z)]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.PixelSpacing = [float(scan.pixel_spacing), float(scan.pixel_spacing)]
-    ds.SliceThickness = float(scan.slice_thickness)
-    ds.Rows, ds.Columns = hu.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
-    ds.RescaleIntercept = INTERCEPT
-    ds.RescaleSlope = 1
-    ds.PixelData = (hu.astype(np.int32) - INTERCEPT).astype(np.int16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
 
 
 def _series(folder, zs, instances, size=(4, 4)):
