@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
+from monai.networks.layers.factories import Conv
 from torch import nn
 
 from monai_car.networks.blocks import check_spatial_dims, conv_stack
-
-from .segnet import _check_input
+from monai_car.networks.utils import check_network_input
 
 __all__ = ["CalibrationConvNet"]
 
@@ -52,12 +52,11 @@ class CalibrationConvNet(nn.Module):
         self.out_channels = out_channels
         widths = [in_channels] + [hidden_channels] * num_blocks
         self.blocks = conv_stack(spatial_dims, widths, negative_slope=negative_slope, dropout=dropout)
-        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
-        self.head = conv(hidden_channels, out_channels, kernel_size=1)
+        self.head = Conv[Conv.CONV, spatial_dims](hidden_channels, out_channels, kernel_size=1)
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, K, *spatial)``."""
-        _check_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
+        check_network_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
         return self.head(self.blocks(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from monai.networks.layers.factories import Conv
 from torch import nn
 
 from monai_car.networks.blocks import check_spatial_dims
-
-from .segnet import _check_input
+from monai_car.networks.utils import check_network_input
 
 __all__ = ["CARDiscriminator"]
 
@@ -48,7 +48,7 @@ class CARDiscriminator(nn.Module):
             )
         self.in_channels = in_channels
         self.patch = patch
-        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        conv = Conv[Conv.CONV, spatial_dims]
         layers: list[nn.Module] = []
         prev = in_channels
         for width in channels:
@@ -61,7 +61,7 @@ class CARDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits: ``(B, 1)`` per image or ``(B, 1, *patch_spatial)`` per patch."""
-        _check_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
+        check_network_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
         if min(x.shape[2:]) < self.min_size:
             raise ValueError(
                 f"CARDiscriminator with {len(self.net) // 2} strided convs needs every spatial size "

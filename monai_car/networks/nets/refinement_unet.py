@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 from torch.nn import functional as F
 
 from monai_car.networks.blocks import NoiseInjection, check_spatial_dims, conv_stack, match_spatial_size
-
-from .segnet import _check_input
+from monai_car.networks.utils import check_network_input
 
 __all__ = ["RefinementUNet"]
 
@@ -65,13 +65,12 @@ class RefinementUNet(nn.Module):
         self.noise_dim = noise_dim
         kwargs = {"negative_slope": negative_slope, "dropout": dropout}
         self.stem = conv_stack(spatial_dims, [in_channels] + [channels[0]] * convs_per_block, **kwargs)
-        pool = nn.MaxPool2d if spatial_dims == 2 else nn.MaxPool3d
-        self.pool = pool(kernel_size=2, stride=2)
+        self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2)
         self.down = nn.ModuleList(
             conv_stack(spatial_dims, [cin] + [cout] * convs_per_block, **kwargs)
             for cin, cout in zip(channels[:-1], channels[1:])
         )
-        transpose = nn.ConvTranspose2d if spatial_dims == 2 else nn.ConvTranspose3d
+        transpose = Conv[Conv.CONVTRANS, spatial_dims]
         self.upsample = nn.ModuleList()
         self.up = nn.ModuleList()
         self.noise = nn.ModuleList()
@@ -79,8 +78,7 @@ class RefinementUNet(nn.Module):
             self.upsample.append(transpose(cin, cout, kernel_size=2, stride=2))
             self.up.append(conv_stack(spatial_dims, [2 * cout] + [cout] * convs_per_block, **kwargs))
             self.noise.append(NoiseInjection(noise_dim, cout))
-        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
-        self.head = conv(channels[0], out_channels, kernel_size=1)
+        self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1)
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The encoder: the bottleneck output and the skip features of every level above it, shallowest first."""
@@ -94,7 +92,7 @@ class RefinementUNet(nn.Module):
 
     def forward_logits(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, K, *spatial)`` for inputs ``(B, C + K, *spatial)`` and noise ``(B, noise_dim)``."""
-        _check_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
+        check_network_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
         if z.ndim != 2 or z.shape != (x.shape[0], self.noise_dim):
             raise ValueError(f"expected noise z of shape ({x.shape[0]}, {self.noise_dim}), got {tuple(z.shape)}.")
         h, skips = self._encode(x)
@@ -151,7 +149,7 @@ class RefinementUNet(nn.Module):
                 "off, batch norm on running statistics); call .eval() first, run forward() on every draw's row, or "
                 "pass allow_training=True to share one dropout mask per input between its draws."
             )
-        _check_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
+        check_network_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
         b = x.shape[0]
         if not isinstance(z, torch.Tensor) or z.ndim != 3 or z.shape[0] != b or z.shape[2] != self.noise_dim:
             raise ValueError(

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 
 from monai_car.networks.blocks import check_spatial_dims, conv_stack
+from monai_car.networks.utils import check_network_input
 
 __all__ = ["CalibrationSegNet"]
 
@@ -79,16 +81,13 @@ class CalibrationSegNet(nn.Module):
             if i == 0:
                 widths = [width] * n  # the last block keeps its width; the head maps to classes
             self.decoders.append(conv_stack(spatial_dims, widths, **kwargs) if len(widths) > 1 else nn.Identity())
-        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
-        self.head = conv(channels[0], out_channels, kernel_size=3, padding=1)
-        pool = nn.MaxPool2d if spatial_dims == 2 else nn.MaxPool3d
-        unpool = nn.MaxUnpool2d if spatial_dims == 2 else nn.MaxUnpool3d
-        self.pool = pool(kernel_size=2, stride=2, return_indices=True)
-        self.unpool = unpool(kernel_size=2, stride=2)
+        self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=3, padding=1)
+        self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2, return_indices=True)
+        self.unpool = _max_unpool(spatial_dims)(kernel_size=2, stride=2)
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, K, *spatial)`` for images ``(B, C, *spatial)``."""
-        _check_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
+        check_network_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
         indices: list[torch.Tensor] = []
         sizes: list[torch.Size] = []
         h = x
@@ -107,13 +106,6 @@ class CalibrationSegNet(nn.Module):
         return torch.softmax(self.forward_logits(x), dim=1)
 
 
-def _check_input(x: torch.Tensor, in_channels: int, spatial_dims: int, name: str) -> None:
-    """Raise a ``ValueError`` naming the network when ``x`` is not ``(B, in_channels, *spatial)``."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}.")
-    if x.ndim != spatial_dims + 2 or x.shape[1] != in_channels:
-        raise ValueError(
-            f"{name} expects input of shape (B, {in_channels}, *{spatial_dims} spatial dims), got {tuple(x.shape)}."
-        )
-    if not x.is_floating_point():
-        raise TypeError(f"{name} expects a floating point input, got {x.dtype}.")
+def _max_unpool(spatial_dims: int) -> type[nn.MaxUnpool1d | nn.MaxUnpool2d | nn.MaxUnpool3d]:
+    """``MaxUnpool{1,2,3}d``, in the manner of MONAI's layer factories (whose ``Pool`` has no max-unpooling)."""
+    return (nn.MaxUnpool1d, nn.MaxUnpool2d, nn.MaxUnpool3d)[spatial_dims - 1]
