@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from monai_car.networks.nets import CalibrationSegNet, CARNet, RefinementUNet
+from monai_car.networks.nets import CalibrationSegNet, CARNet, MultiSampleRefiner, RefinementUNet
 
 CASES = [(2, (32, 32)), (2, (33, 20)), (3, (16, 16, 16))]  # (33, 20): odd sizes, the upsampling is padded / cropped
 
@@ -219,6 +219,84 @@ class _Wrapper(nn.Module):
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.g(x, z)
+
+
+class _Forwarding(nn.Module):
+    """A G behind a module that forwards attribute look-ups to it (as torch.compile's OptimizedModule does)."""
+
+    def __init__(self, g: RefinementUNet) -> None:
+        super().__init__()
+        self._orig = g
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self._orig(x, z)
+
+    def __getattr__(self, name: str):
+        if name == "_orig":
+            return super().__getattr__(name)
+        return getattr(self._orig, name)
+
+
+class _MyRefiner(nn.Module):
+    """Not a RefinementUNet, but a MultiSampleRefiner: its forward_multi is taken."""
+
+    noise_dim = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        logits = x[:, -2:] * self.scale + z[:, :1, None, None]
+        return torch.softmax(logits, dim=1)
+
+    def forward_multi(self, x, z, chunk_size=None, allow_training=False):
+        self.calls += 1
+        b, s = z.shape[:2]
+        xs = x.unsqueeze(1).expand(b, s, *x.shape[1:]).reshape(b * s, *x.shape[1:])
+        out = self(xs, z.reshape(b * s, -1))
+        return out.reshape(b, s, *out.shape[1:])
+
+    def forward_multi_matches_forward(self) -> bool:
+        return True
+
+
+def test_the_shared_path_follows_the_multi_sample_refiner_protocol(monkeypatch):
+    """CARNet asks G's class for forward_multi and G itself whether it matches its forward, not for a RefinementUNet."""
+
+    class Doubled(RefinementUNet):
+        def forward_logits(self, x, z):
+            return super().forward_logits(2 * x, z)
+
+    class Adapted(Doubled):
+        def forward_multi(self, x, z, chunk_size=None, allow_training=False):
+            return super().forward_multi(2 * x, z, chunk_size, allow_training)
+
+    assert issubclass(RefinementUNet, MultiSampleRefiner) and isinstance(_g(2), MultiSampleRefiner)
+    assert _g(2).forward_multi_matches_forward()
+    small = {"channels": (4, 8, 8, 8, 8), "noise_dim": 4}
+    assert not Doubled(2, 3, 2, **small).forward_multi_matches_forward()
+    assert Adapted(2, 3, 2, **small).forward_multi_matches_forward()
+    torch.manual_seed(0)
+    f = CalibrationSegNet(2, 1, 2, channels=(4, 8), convs_per_block=(1, 1))
+    assert CARNet(f, Adapted(2, 3, 2, **small)).eval()._shares_noise_free_work()
+    assert not CARNet(f, Doubled(2, 3, 2, **small)).eval()._shares_noise_free_work()
+    mine = _MyRefiner()
+    net = CARNet(f, mine).eval()
+    x, noise = torch.rand(1, 1, 8, 8), torch.randn(1, 3, 4)
+    with torch.no_grad():
+        probs = net(x)
+        out = net.sample(x, 3, noise=noise, calibration_probs=probs)
+        expected = torch.stack([net.refine(x, probs, noise[:, s]) for s in range(3)], dim=1)
+    assert mine.calls == 1
+    torch.testing.assert_close(out, expected)
+    forwarding = CARNet(f, _Forwarding(_g(2))).eval()
+    assert hasattr(forwarding.refinement_net, "forward_multi")  # found through __getattr__, yet not taken:
+    assert not forwarding._shares_noise_free_work()
+    _Spy(monkeypatch, forbid=True)
+    with torch.no_grad():
+        forwarding.sample(torch.rand(1, 1, 32, 32), 2, noise=torch.randn(1, 2, 4))
 
 
 def test_sample_on_cpu_decodes_in_small_chunks_by_default(monkeypatch):

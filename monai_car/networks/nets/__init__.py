@@ -3,7 +3,15 @@ from __future__ import annotations
 from .calibration_convnet import CalibrationConvNet
 from .carnet import CARNet
 from .discriminator import CARDiscriminator
+from .protocols import MultiSampleRefiner
 from .refinement_unet import RefinementUNet
 from .segnet import CalibrationSegNet
 
-__all__ = ["CARDiscriminator", "CARNet", "CalibrationConvNet", "CalibrationSegNet", "RefinementUNet"]
+__all__ = [
+    "CARDiscriminator",
+    "CARNet",
+    "CalibrationConvNet",
+    "CalibrationSegNet",
+    "MultiSampleRefiner",
+    "RefinementUNet",
+]

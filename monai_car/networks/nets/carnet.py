@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .refinement_unet import RefinementUNet
+from .protocols import MultiSampleRefiner
 
 __all__ = ["CARNet"]
 
@@ -22,7 +22,8 @@ class CARNet(nn.Module):
             ``noise_dim`` attribute (as :class:`~monai_car.networks.nets.RefinementUNet` has).
         num_classes: ``K``; read from ``calibration_net.out_channels`` when omitted.
         shared_encoder: let :meth:`sample` compute G's noise-free work once per image when G is a
-            :class:`~monai_car.networks.nets.RefinementUNet` in eval mode (see
+            :class:`~monai_car.networks.nets.MultiSampleRefiner` (as
+            :class:`~monai_car.networks.nets.RefinementUNet` is) in eval mode (see
             :meth:`~monai_car.networks.nets.RefinementUNet.forward_multi`: the same samples up to float rounding,
             2-4x faster on CPU). ``False`` forces one full G pass per draw; training mode always uses it. Also an
             attribute, which can be changed after construction.
@@ -108,10 +109,12 @@ class CARNet(nn.Module):
 
         The ``B * S`` inputs are stacked along the batch axis and go through G together (or in chunks of at most
         ``chunk_size`` rows to bound memory; note that in training mode batch norm then sees each chunk separately).
-        When G is a :class:`~monai_car.networks.nets.RefinementUNet` in eval mode (and ``shared_encoder`` is on), its
+        When G is a :class:`~monai_car.networks.nets.MultiSampleRefiner` (as
+        :class:`~monai_car.networks.nets.RefinementUNet` is) in eval mode (and ``shared_encoder`` is on), its
         noise-free work (encoder, bottleneck, skip connections) runs once per image and only the noise-dependent
-        decoder once per row, through :meth:`~monai_car.networks.nets.RefinementUNet.forward_multi`: the same numbers
-        up to float rounding (~1e-7), several times fewer FLOPs. In training mode every row is a full G pass, with
+        decoder once per row, through its ``forward_multi``
+        (:meth:`~monai_car.networks.nets.RefinementUNet.forward_multi`): the same numbers up to float rounding
+        (~1e-7), several times fewer FLOPs. In training mode every row is a full G pass, with
         its own dropout masks.
 
         Args:
@@ -165,12 +168,11 @@ class CARNet(nn.Module):
         return samples.reshape(b, s, *samples.shape[1:])
 
     def _shares_noise_free_work(self, in_training: bool = False) -> bool:
-        """Whether :meth:`sample` takes G's shared path: a RefinementUNet in eval mode (or in training mode with
-        ``in_training``) whose forward is the base class's (a subclass that changes the forward keeps the plain path
-        unless it adapts ``forward_multi`` too)."""
+        """Whether :meth:`sample` takes G's shared path: G's class is a :class:`MultiSampleRefiner` (checked on the
+        class, so a wrapper that forwards attribute look-ups, like ``torch.compile``'s module, keeps the plain path),
+        G is in eval mode (or in training mode with ``in_training``) and says its ``forward_multi`` matches its
+        forward (a RefinementUNet subclass that changes the forward does not, unless it adapts ``forward_multi``)."""
         g = self.refinement_net
-        if not (self.shared_encoder and isinstance(g, RefinementUNet)) or (g.training and not in_training):
+        if not (self.shared_encoder and issubclass(type(g), MultiSampleRefiner)) or (g.training and not in_training):
             return False
-        cls = type(g)
-        same_forward = cls.forward is RefinementUNet.forward and cls.forward_logits is RefinementUNet.forward_logits
-        return same_forward or cls.forward_multi is not RefinementUNet.forward_multi
+        return bool(g.forward_multi_matches_forward())

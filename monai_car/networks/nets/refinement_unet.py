@@ -38,6 +38,10 @@ class RefinementUNet(nn.Module):
         ``x``: ``(B, in_channels, *spatial)``, ``z``: ``(B, noise_dim)``; output ``(B, K, *spatial)`` probabilities.
         :meth:`forward_multi`: ``x`` ``(B, in_channels, *spatial)``, ``z`` ``(B, S, noise_dim)``; output
         ``(B, S, K, *spatial)`` (S draws per input, the noise-free work done once per input; eval mode).
+
+    It is a :class:`~monai_car.networks.nets.MultiSampleRefiner`, so :meth:`CARNet.sample
+    <monai_car.networks.nets.CARNet.sample>` draws through :meth:`forward_multi` (see
+    :meth:`forward_multi_matches_forward` for subclasses).
     """
 
     def __init__(
@@ -177,6 +181,17 @@ class RefinementUNet(nn.Module):
             for i in range(step, rows, step):
                 out[i : i + step] = decode(i)
         return out.reshape(b, s, *out.shape[1:])
+
+    def forward_multi_matches_forward(self) -> bool:
+        """Whether :meth:`forward_multi` computes this object's :meth:`forward`.
+
+        True for this class and for subclasses that keep its ``forward`` and ``forward_logits``, or that override
+        ``forward_multi`` too (they adapted it); False for a subclass that changes ``forward`` or ``forward_logits``
+        only, whose change ``forward_multi`` would skip (``CARNet.sample`` then runs a full pass per draw).
+        """
+        cls = type(self)
+        same_forward = cls.forward is RefinementUNet.forward and cls.forward_logits is RefinementUNet.forward_logits
+        return same_forward or cls.forward_multi is not RefinementUNet.forward_multi
 
     def _shared_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The noise-free part of G for inputs ``(n, C, *spatial)``: the first up block's output (before its noise
