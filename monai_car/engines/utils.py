@@ -14,6 +14,7 @@ from torch import nn
 from monai_car.transforms.utils import SKIP_REASON_KEY
 from monai_car.utils.distributed import is_distributed, is_main_process
 from monai_car.utils.enums import CarKeys
+from monai_car.utils.validation import as_plain_tensor
 
 ProgressBar, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "ProgressBar")
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -41,8 +42,7 @@ class InvalidBatchError(ValueError):
 
 def as_plain(x: torch.Tensor) -> torch.Tensor:
     """A plain ``torch.Tensor`` view of ``x`` (MONAI's ``MetaTensor`` loses its metadata; others pass through)."""
-    as_tensor = getattr(x, "as_tensor", None)
-    return as_tensor() if callable(as_tensor) else x
+    return as_plain_tensor(x, "x") if isinstance(x, torch.Tensor) else x
 
 
 def case_names(batch: Mapping, size: int, case_key: str = CarKeys.CASE_ID, where: str = "") -> list[str]:
