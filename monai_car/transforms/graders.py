@@ -49,11 +49,13 @@ class LoadGradersd(MapTransform):
 
     Grader-count policy, when ``num_graders`` is set:
 
-    - fewer masks than ``num_graders``: ``pad_mode="empty"`` appends all-zero masks (the LIDC convention: a grader
-      who did not mark the nodule contributes an empty mask), ``"repeat"`` cycles the existing graders
-      (``0, 1, .., R-1, 0, ..``), ``"error"`` raises :class:`GraderCountError`;
+    - fewer masks than ``num_graders``: ``pad_mode="error"`` (the default) raises :class:`GraderCountError` naming
+      the case and both counts. Padding is opt-in: ``"empty"`` appends all-zero masks (the LIDC convention: a
+      grader who did not mark the nodule contributes an empty mask; the builders in ``preprocessing`` already write
+      that empty mask, so their datalists never need padding), ``"repeat"`` cycles the existing graders
+      (``0, 1, .., R-1, 0, ..``);
     - more masks: ``truncate_mode="first"`` keeps the first ``num_graders`` masks in datalist order, ``"error"``
-      raises.
+      (the default) raises.
 
     With ``on_error="skip"`` a problem does not raise: the case is marked with
     :data:`~monai_car.transforms.utils.SKIP_REASON_KEY` (the reason, naming the case), so that the caller can drop
@@ -67,8 +69,8 @@ class LoadGradersd(MapTransform):
         output_key: where to write the stacked masks.
         image_key: the image to check the masks against (skipped when absent or not loaded yet).
         num_graders: the number of graders to pad/truncate to; ``None`` keeps all of them.
-        pad_mode: ``"empty"``, ``"repeat"`` or ``"error"`` (see above).
-        truncate_mode: ``"first"`` or ``"error"`` (see above).
+        pad_mode: ``"error"`` (default), or, to pad explicitly, ``"empty"`` or ``"repeat"`` (see above).
+        truncate_mode: ``"error"`` (default) or ``"first"`` (see above).
         reader: the MONAI image reader (name or instance); ``None`` lets ``LoadImage`` choose by file extension.
         atol: tolerance of the affine comparisons (mm).
         on_error: ``"raise"`` or ``"skip"``.
@@ -84,7 +86,7 @@ class LoadGradersd(MapTransform):
         output_key: Hashable = CarKeys.LABEL,
         image_key: Hashable | None = CarKeys.IMAGE,
         num_graders: int | None = None,
-        pad_mode: str = "empty",
+        pad_mode: str = "error",
         truncate_mode: str = "error",
         reader: ImageReader | str | None = None,
         atol: float = 1e-3,
@@ -183,16 +185,18 @@ class LoadGradersd(MapTransform):
             if self.truncate_mode == "error":
                 self._report(
                     problems,
-                    f"case {name} has {r} grader masks but num_graders={n}; set truncate_mode='first' to keep the "
-                    "first ones, or num_graders=None",
+                    f"case {name} has {r} grader masks but num_graders={n}; list {n} masks per case in the "
+                    "datalist's 'labels', or set truncate_mode='first' to keep the first ones, or num_graders=None",
                     GraderCountError,
                 )
             return label[:n]
         if self.pad_mode == "error":
             self._report(
                 problems,
-                f"case {name} has {r} grader masks but num_graders={n}; set pad_mode='empty' (add empty masks) or "
-                "'repeat', or num_graders=None",
+                f"case {name} has {r} grader masks but num_graders={n}; list {n} masks per case in the datalist's "
+                "'labels' (an empty mask for each grader who did not mark the lesion, as the preprocessing builders "
+                "write), or pad explicitly with pad_mode='empty' (all-zero masks) or 'repeat', or set "
+                "num_graders=None",
                 GraderCountError,
             )
         if self.pad_mode == "repeat":

@@ -39,14 +39,14 @@ def get_load_transforms(
     spatial_dims: int = 2,
     num_graders: int | None = 4,
     with_labels: bool = True,
-    pad_mode: str = "empty",
+    pad_mode: str = "error",
     truncate_mode: str = "error",
     on_error: str = "raise",
     reader: ImageReader | str | None = None,
 ) -> list:
     """Load and check a case: ``IMAGE (1, *spatial)`` float32 ``MetaTensor`` and ``LABEL (R, *spatial)`` uint8.
 
-    ``LoadImaged`` (channel first) -> ``EnsureTyped`` float32 -> :class:`LoadGradersd` (pad/truncate to
+    ``LoadImaged`` (channel first) -> ``EnsureTyped`` float32 -> :class:`LoadGradersd` (checks the count against
     ``num_graders``) -> :class:`ValidateCased`. With ``on_error="skip"`` bad cases are marked instead of raised
     (use with :func:`monai_car.data.split_valid_cases`).
 
@@ -54,7 +54,8 @@ def get_load_transforms(
         spatial_dims: 2 (slices) or 3 (volumes).
         num_graders: graders per case after padding/truncation; ``None`` keeps each case's own number.
         with_labels: load the graders (``LABELS`` paths -> ``LABEL``); ``False`` for unlabelled inference.
-        pad_mode: :class:`LoadGradersd` policy for cases with fewer graders.
+        pad_mode: :class:`LoadGradersd` policy for cases with fewer graders: ``"error"`` (default: such a case is
+            an error naming it), or the explicit opt-in ``"empty"``/``"repeat"``.
         truncate_mode: :class:`LoadGradersd` policy for cases with more graders.
         on_error: ``"raise"`` or ``"skip"``.
         reader: MONAI image reader for image and masks (``None``: chosen by file extension).
@@ -96,7 +97,7 @@ def get_train_transforms(
     flip_prob: float = 0.5,
     flip_axis: int = 0,
     seed: int | None = 0,
-    pad_mode: str = "empty",
+    pad_mode: str = "error",
     on_error: str = "raise",
     reader: ImageReader | str | None = None,
 ) -> Compose:
@@ -121,7 +122,8 @@ def get_train_transforms(
             RAS-canonical arrays, so axis 0 is the patient's left-right axis: the paper's horizontal flip of an
             axial slice. (For crops stored as displayed images, rows x columns, use 1.)
         seed: seed of all random draws (``Compose.set_random_state``); ``None`` leaves them unseeded.
-        pad_mode: :class:`LoadGradersd` policy for cases with fewer graders than ``num_graders``.
+        pad_mode: :class:`LoadGradersd` policy for cases with fewer graders than ``num_graders``: ``"error"``
+            (default), or the explicit opt-in ``"empty"`` (all-zero masks) / ``"repeat"``.
         on_error: ``"raise"`` (default) fails on a bad case, naming it; ``"skip"`` marks it with
             :data:`~monai_car.transforms.SKIP_REASON_KEY` and lets it through (it still collates when its graders
             could be stacked and a ``crop_size`` is set), for the engines to drop and report. Cleaner: drop bad
@@ -151,7 +153,7 @@ def get_eval_transforms(
     num_graders: int | None = 4,
     with_labels: bool = True,
     seed: int | None = 0,
-    pad_mode: str = "empty",
+    pad_mode: str = "error",
     on_error: str = "raise",
     reader: ImageReader | str | None = None,
 ) -> Compose:

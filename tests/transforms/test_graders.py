@@ -84,7 +84,7 @@ def test_non_binary_and_missing_masks_are_errors(tmp_path):
 def test_pad_and_truncate_policies(tmp_path):
     paths = _masks(tmp_path, 3)
     base = LoadGradersd()({CarKeys.LABELS: paths})[CarKeys.LABEL]
-    empty = LoadGradersd(num_graders=5)({CarKeys.LABELS: paths})[CarKeys.LABEL]
+    empty = LoadGradersd(num_graders=5, pad_mode="empty")({CarKeys.LABELS: paths})[CarKeys.LABEL]
     assert empty.shape == (5, 10, 12) and torch.equal(empty[:3], base) and empty[3:].sum() == 0
     assert isinstance(empty, MetaTensor) and np.allclose(empty.affine.numpy(), AFFINE)
     rep = LoadGradersd(num_graders=5, pad_mode="repeat")({CarKeys.LABELS: paths})[CarKeys.LABEL]
@@ -95,6 +95,19 @@ def test_pad_and_truncate_policies(tmp_path):
         LoadGradersd(num_graders=2)({CarKeys.LABELS: paths})
     with pytest.raises(GraderCountError, match="has 3 grader masks but num_graders=4"):
         LoadGradersd(num_graders=4, pad_mode="error")({CarKeys.LABELS: paths})
+
+
+def test_fewer_graders_than_num_graders_is_an_error_by_default(tmp_path):
+    # the documented behaviour: a case with 3 masks where 4 are expected is refused, naming the case and the counts;
+    # padding with empty masks happens only when asked for
+    paths = _masks(tmp_path, 3)
+    with pytest.raises(
+        GraderCountError,
+        match=r"case c7 has 3 grader masks but num_graders=4; list 4 masks .*"
+        r"pad_mode='empty'",
+    ):
+        LoadGradersd(num_graders=4)({CarKeys.LABELS: paths, CarKeys.CASE_ID: "c7"})
+    assert LoadGradersd(num_graders=4, pad_mode="empty")({CarKeys.LABELS: paths})[CarKeys.LABEL].shape[0] == 4
 
 
 def test_skip_mode_marks_the_case_and_keeps_a_collatable_label(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from monai.data import DataLoader, Dataset, MetaTensor
 
-from monai_car.transforms import get_eval_transforms, get_load_transforms, get_train_transforms
+from monai_car.transforms import GraderCountError, get_eval_transforms, get_load_transforms, get_train_transforms
 from monai_car.utils import CarKeys
 
 THRESHOLDS = (0.2, 0.4, 0.6, 0.8)
@@ -135,7 +135,16 @@ def test_load_transforms_pad_graders_and_bad_arguments(tmp_path):
     case = _write_case(tmp_path, "p", num_graders=3)
     from monai.transforms import Compose
 
-    out = Compose(get_load_transforms(num_graders=4))(case)
+    # the default: an error naming the case and the counts, never a silent empty grader
+    for chain in (
+        Compose(get_load_transforms()),
+        get_train_transforms(crop_size=16),
+        get_eval_transforms(crop_size=16),
+    ):
+        with pytest.raises(RuntimeError) as info:  # Compose wraps the transform's error
+            chain(case)
+        assert isinstance(info.value.__cause__, GraderCountError) and "case p has 3" in str(info.value.__cause__)
+    out = Compose(get_load_transforms(num_graders=4, pad_mode="empty"))(case)  # padding is opt-in
     assert out[CarKeys.LABEL].shape == (4, 20, 20) and out[CarKeys.LABEL][3].sum() == 0
     with pytest.raises(ValueError, match="spatial_dims"):
         get_train_transforms(spatial_dims=1)
