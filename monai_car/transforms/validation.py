@@ -13,7 +13,19 @@ from monai_car.utils.validation import as_plain_tensor
 
 from .utils import SKIP_REASON_KEY, case_name, check_on_error, mark_invalid, non_binary_values, skip_reason
 
-__all__ = ["ValidateCased", "CaseValidationError"]
+__all__ = ["ValidateCased", "CaseValidationError", "IMAGE_RANGE_TOLERANCE", "UNIT_IMAGE_RANGE"]
+
+UNIT_IMAGE_RANGE = (0.0, 1.0)
+"""The intensity range the training and evaluation pipelines expect: CT windowed to [0, 1]."""
+
+IMAGE_RANGE_TOLERANCE = 0.01
+"""How far outside ``image_range`` an image may stray (interpolation, rounding) before it is refused."""
+
+_WINDOW_HINT = (
+    "the pipelines expect CT windowed to [0, 1]: window it first, e.g. clip((HU + 1000) / 1400, 0, 1) for the HU "
+    "window [-1000, 400] that the demo data and the preprocessing builders use (preprocessing.crops.window_hu; "
+    "monai-car-lidc build --hu-window)"
+)
 
 
 class CaseValidationError(ValueError):
@@ -34,7 +46,8 @@ class ValidateCased(MapTransform):
     Checks (all problems of the case are reported together):
 
     - the image is a channel-first array ``(C, *spatial)`` (with ``spatial_dims`` spatial dims when given) with no
-      NaN or inf values;
+      NaN or inf values, and its values lie in ``image_range`` (by default [0, 1], within
+      :data:`IMAGE_RANGE_TOLERANCE`): an image in Hounsfield units is refused, never normalised silently;
     - labels present when ``require_labels`` (a case without labels in evaluation is an error, never a silent
       wrong number);
     - the stacked graders ``(R, *spatial)`` are on the image's grid, binary, and ``R == num_graders`` when given;
@@ -55,6 +68,8 @@ class ValidateCased(MapTransform):
         grader_key: the drawn grader's key (checked when present).
         num_graders: the required number of graders ``R``; ``None`` accepts any ``R >= 1``.
         spatial_dims: the required number of spatial dims (2 or 3); ``None`` accepts either.
+        image_range: ``(low, high)`` the image values must lie in (within :data:`IMAGE_RANGE_TOLERANCE`); default
+            :data:`UNIT_IMAGE_RANGE`, the windowed [0, 1] the pipelines expect; ``None`` skips the check.
         require_labels: whether a case without ``label_key`` is an error.
         on_error: ``"raise"`` or ``"skip"``.
         case_key: the key of the case identifier.
@@ -67,6 +82,7 @@ class ValidateCased(MapTransform):
         grader_key: Hashable = CarKeys.GRADER_LABEL,
         num_graders: int | None = None,
         spatial_dims: int | None = None,
+        image_range: tuple[float, float] | None = UNIT_IMAGE_RANGE,
         require_labels: bool = True,
         on_error: str = "raise",
         case_key: Hashable = CarKeys.CASE_ID,
@@ -78,7 +94,12 @@ class ValidateCased(MapTransform):
             raise ValueError(f"spatial_dims must be 1, 2, 3 or None, got {spatial_dims!r}.")
         self.image_key, self.label_key, self.grader_key = image_key, label_key, grader_key
         self.num_graders = None if num_graders is None else int(num_graders)
+        if image_range is not None:
+            if len(image_range) != 2 or not float(image_range[0]) < float(image_range[1]):
+                raise ValueError(f"image_range must be (low, high) with low < high, or None; got {image_range!r}.")
+            image_range = (float(image_range[0]), float(image_range[1]))
         self.spatial_dims = spatial_dims
+        self.image_range = image_range
         self.require_labels = require_labels
         self.on_error = check_on_error(on_error)
         self.case_key = case_key
@@ -96,7 +117,24 @@ class ValidateCased(MapTransform):
             n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
             if n_nan or n_inf:
                 problems.append(f"image holds {n_nan} NaN and {n_inf} inf values")
+        problems += self._check_range(t, image)
         return problems, tuple(t.shape[1:])
+
+    def _check_range(self, t: torch.Tensor, image: object) -> list[str]:
+        if self.image_range is None or t.numel() == 0 or t.is_complex():
+            return []
+        finite = t[torch.isfinite(t)] if t.is_floating_point() else t
+        if finite.numel() == 0:
+            return []
+        lo, hi = float(finite.min()), float(finite.max())
+        low, high = self.image_range
+        if lo >= low - IMAGE_RANGE_TOLERANCE and hi <= high + IMAGE_RANGE_TOLERANCE:
+            return []
+        meta = getattr(image, "meta", None)
+        source = meta.get("filename_or_obj") if isinstance(meta, Mapping) else None
+        where = f"image {source}" if source else "image"
+        hint = _WINDOW_HINT if self.image_range == UNIT_IMAGE_RANGE else f"rescale it to [{low:g}, {high:g}]"
+        return [f"{where} values span [{lo:.4g}, {hi:.4g}], outside [{low:g}, {high:g}]; {hint}"]
 
     def _check_masks(self, key: Hashable, x: object, spatial: tuple[int, ...] | None, one: bool) -> list[str]:
         t = _as_tensor(x)

@@ -154,3 +154,15 @@ def test_load_transforms_pad_graders_and_bad_arguments(tmp_path):
         get_train_transforms(flip_prob=2.0)
     with pytest.raises(ValueError, match="flip_axis"):
         get_train_transforms(flip_axis=2)
+
+
+def test_images_in_hounsfield_units_are_refused(tmp_path):
+    case = _write_case(tmp_path, "hu")
+    img = nib.load(case[CarKeys.IMAGE])
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj) * 1400.0 - 1000.0, img.affine), case[CarKeys.IMAGE])
+    for chain in (get_train_transforms(crop_size=16), get_eval_transforms(crop_size=16)):
+        with pytest.raises(RuntimeError) as info:
+            chain(case)
+        message = str(info.value.__cause__)
+        assert message.startswith("case hu: image ") and "hu.nii.gz values span [-1000, 400], outside [0, 1]" in message
+        assert "HU window [-1000, 400]" in message

@@ -44,6 +44,29 @@ def test_problems_name_the_case(overrides, message):
         ValidateCased(num_graders=4, spatial_dims=2)(_case(**overrides))
 
 
+def test_images_outside_unit_range_are_refused_with_the_window_to_use():
+    hu = MetaTensor(torch.full((1, 8, 8), -1000.0), meta={"filename_or_obj": "/data/ct_hu.nii.gz"})
+    hu[0, 0, 0] = 400.0
+    with pytest.raises(
+        CaseValidationError,
+        match=r"^case case7: image /data/ct_hu.nii.gz values span \[-1000, 400\], outside \[0, 1\]; the pipelines "
+        r"expect CT windowed to \[0, 1\]: .*clip\(\(HU \+ 1000\) / 1400, 0, 1\) for the HU window \[-1000, 400\]",
+    ):
+        ValidateCased()(_case(**{CarKeys.IMAGE: hu}))
+    with pytest.raises(CaseValidationError, match=r"values span \[3, 255\]"):  # 8-bit, not scaled
+        ValidateCased()(_case(**{CarKeys.IMAGE: torch.arange(64, dtype=torch.uint8).reshape(1, 8, 8) * 4 + 3}))
+    out = ValidateCased(on_error="skip")(_case(**{CarKeys.IMAGE: torch.full((1, 8, 8), 1.5)}))
+    assert "values span [1.5, 1.5], outside [0, 1]" in out[SKIP_REASON_KEY]
+    # rounding just outside [0, 1] passes; the check can be moved or turned off
+    rounded = torch.rand(1, 8, 8)
+    rounded[0, 0, :2] = torch.tensor([-0.005, 1.005])
+    assert ValidateCased()(_case(**{CarKeys.IMAGE: rounded}))
+    assert ValidateCased(image_range=(-1000, 3000))(_case(**{CarKeys.IMAGE: hu}))
+    assert ValidateCased(image_range=None)(_case(**{CarKeys.IMAGE: hu}))
+    with pytest.raises(CaseValidationError, match=r"outside \[-1, 1\]; rescale it to \[-1, 1\]"):
+        ValidateCased(image_range=(-1, 1))(_case(**{CarKeys.IMAGE: hu}))
+
+
 def test_all_problems_are_reported_together():
     case = _case(**{CarKeys.IMAGE: torch.full((1, 8, 8), float("nan")), CarKeys.LABEL: torch.full((4, 8, 8), 0.5)})
     with pytest.raises(CaseValidationError, match="64 NaN.*not binary"):
@@ -82,3 +105,5 @@ def test_bad_arguments():
         ValidateCased(num_graders=0)
     with pytest.raises(ValueError, match="spatial_dims"):
         ValidateCased(spatial_dims=4)
+    with pytest.raises(ValueError, match="image_range"):
+        ValidateCased(image_range=(1.0, 0.0))
