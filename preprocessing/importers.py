@@ -18,6 +18,10 @@ every one of them was cut from ``pixel_array``) and are written RAS-canonical li
 (``patient_id``, ``series_uid``, ``slice_z``) are ``null``; ``num_graders`` counts the graders whose mask is
 non-empty on that slice (the formats have no nodule-level count). Splits: the source's own when it has them, else
 by patient (or series, or case when neither is known) from ``--split-seed``.
+
+Grader labels must be binary (0/1, or 0/255 PNGs; the JPEG masks of ``image-label-folders`` are thresholded at 128):
+any other value (labels 0/2, several classes, soft masks) stops the import with an error naming the file and the
+values found, unless ``--label-threshold T`` maps them explicitly (mask = label >= T).
 """
 
 from __future__ import annotations
@@ -132,6 +136,7 @@ def import_dataset(
     workers: int = 2,
     overwrite: bool = False,
     progress: bool = True,
+    label_threshold: float | None = None,
 ) -> dict:
     """Import ``src`` in format ``fmt`` into a new data set folder ``out``.
 
@@ -147,6 +152,10 @@ def import_dataset(
         workers: processes writing NIfTI files.
         overwrite: replace an existing ``out``.
         progress: show a progress bar.
+        label_threshold: how grader labels become masks. ``None`` (default): labels must be binary (0/1; 0/255 for
+            ``prob-unet-png``; ``image-label-folders`` JPEGs are thresholded at 128), and any other value (e.g.
+            labels 0/2) stops the import with a :class:`DataError` naming the file and the values; a number: a
+            mask is ``label >= label_threshold`` for every format (the explicit mapping, e.g. 1 for "non-zero").
 
     Returns:
         the summary written to ``out/summary.json``.
@@ -154,7 +163,8 @@ def import_dataset(
     Raises:
         ValueError: unknown format or bad option.
         FileNotFoundError: ``src`` does not exist.
-        DataError: ``src`` holds no usable case (nothing is written).
+        DataError: ``src`` holds no usable case, or non-binary labels without ``label_threshold`` (nothing is
+            written).
     """
     readers = _readers()
     if fmt not in readers:
@@ -166,13 +176,15 @@ def import_dataset(
         raise ValueError(f"pixel_spacing must be positive, got {pixel_spacing}.")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    if label_threshold is not None and (isinstance(label_threshold, bool) or not np.isfinite(label_threshold)):
+        raise ValueError(f"label_threshold must be a finite number or None, got {label_threshold!r}.")
     split_patients([], 0, split_fractions)
     check_output_free(out, overwrite)
     rows: list[dict] = []
     problems: list[dict] = []
     with staged_output(out, overwrite=overwrite) as stage:
         bar = tqdm(desc=f"import {fmt}", unit="case", disable=not progress)
-        chunks = _checked_chunks(readers[fmt](src), problems)
+        chunks = _checked_chunks(readers[fmt](src, label_threshold=label_threshold), problems)
         tasks = ((chunk, str(stage), float(pixel_spacing)) for chunk in chunks)
         if workers > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -208,6 +220,7 @@ def import_dataset(
             "source": str(src),
             "format": fmt,
             "pixel_spacing_assumed": pixel_spacing,
+            "label_threshold": label_threshold,
             "counts": {
                 "cases": len(rows),
                 "per_split": {s: len(doc[s]) for s in SPLITS},

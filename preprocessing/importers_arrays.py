@@ -16,7 +16,7 @@ import numpy as np
 
 from monai_car.data.dicom_series import DataError
 
-from .importers_base import ImportCase, normalise_split, safe_key
+from .importers_base import ImportCase, binary_masks, check_label_values, label_values, normalise_split, safe_key
 
 __all__ = ["SafeUnpickler", "read_phiseg_hdf5", "read_pickle"]
 
@@ -39,8 +39,14 @@ class SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays and containers are allowed.")
 
 
-def read_pickle(src: Path) -> Iterator[ImportCase | dict]:
-    """Read ``data_lidc.pickle``: ``{slice_name: {"image", "masks", "series_uid"}}`` (images in [0, 1] or uint8)."""
+def read_pickle(src: Path, label_threshold: float | None = None) -> Iterator[ImportCase | dict]:
+    """Read ``data_lidc.pickle``: ``{slice_name: {"image", "masks", "series_uid"}}`` (images in [0, 1] or uint8).
+
+    Args:
+        src: the pickle.
+        label_threshold: ``None`` (default): masks must be binary 0/1 (or bool), anything else raises
+            :class:`DataError` naming the slice and the values; a number: a mask is ``value >= label_threshold``.
+    """
     if not src.is_file():
         raise FileNotFoundError(f"{src} is not a file (the pickle format expects data_lidc.pickle).")
     try:
@@ -73,7 +79,7 @@ def read_pickle(src: Path) -> Iterator[ImportCase | dict]:
                 f"{image.max():.3g}], expected [0, 1]; skipped.",
             }
             continue
-        masks = [np.asarray(m) >= 0.5 for m in value["masks"]]
+        masks = [binary_masks(m, f"{where} mask {r}", label_threshold) for r, m in enumerate(value["masks"])]
         text = str(name)
         patient = _PATIENT.search(text)
         z = _Z.search(text)
@@ -90,9 +96,16 @@ def read_pickle(src: Path) -> Iterator[ImportCase | dict]:
         )
 
 
-def read_phiseg_hdf5(src: Path) -> Iterator[ImportCase | dict]:
+def read_phiseg_hdf5(src: Path, label_threshold: float | None = None) -> Iterator[ImportCase | dict]:
     """Read PHiSeg's hdf5: groups (``train``/``val``/``test``) with ``images`` (N, H, W), ``labels`` (N, H, W, R)
-    and ``uids`` (N,). PHiSeg stores ``image - 0.5``: a group whose images go below 0 gets 0.5 added back."""
+    and ``uids`` (N,). PHiSeg stores ``image - 0.5``: a group whose images go below 0 gets 0.5 added back.
+
+    Args:
+        src: the hdf5 file.
+        label_threshold: ``None`` (default): a group's labels must be binary 0/1, anything else (e.g. 0/2) raises
+            :class:`DataError` naming the file, the group and the values found; a number: a mask is
+            ``label >= label_threshold``.
+    """
     import h5py
 
     if not src.is_file():
@@ -127,6 +140,9 @@ def read_phiseg_hdf5(src: Path) -> Iterator[ImportCase | dict]:
                     f"{images.shape} (expected (N, H, W) and (N, H, W, R)); skipped.",
                 }
                 continue
+            if label_threshold is None:
+                check_label_values(label_values(labels), f"{where} labels")
+            threshold = 1 if label_threshold is None else label_threshold
             uids = np.asarray(group["uids"]) if "uids" in group else None
             low = min((float(np.min(images[i : i + 512])) for i in range(0, images.shape[0], 512)), default=0.0)
             offset = 0.5 if low < -1e-6 else 0.0
@@ -136,7 +152,7 @@ def read_phiseg_hdf5(src: Path) -> Iterator[ImportCase | dict]:
                 yield ImportCase(
                     key=safe_key("phiseg", case_name),
                     image=np.asarray(images[i], dtype=np.float32) + np.float32(offset),
-                    masks=[np.asarray(labels[i, ..., r]) > 0 for r in range(labels.shape[3])],
+                    masks=[np.asarray(labels[i, ..., r]) >= threshold for r in range(labels.shape[3])],
                     source=f"{src} [{name or '/'}][{i}]",
                     split=split,
                     nodule_id=case_name,

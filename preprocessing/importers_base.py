@@ -14,7 +14,7 @@ import numpy as np
 
 from monai_car.data.dicom_series import DataError
 
-__all__ = ["ImportCase", "normalise_split", "safe_key"]
+__all__ = ["ImportCase", "binary_masks", "check_label_values", "label_values", "normalise_split", "safe_key"]
 
 _SPLIT_NAMES = {
     "train": "training",
@@ -84,3 +84,53 @@ class ImportCase:
 def safe_key(*parts: object) -> str:
     """A file-name-safe key from parts (``/`` and unsafe characters become ``_``)."""
     return _UNSAFE.sub("_", "_".join(str(p) for p in parts)).strip("._")
+
+
+def label_values(labels: object, limit: int = 8, chunk: int = 512) -> list[float]:
+    """Up to ``limit`` distinct values of ``labels`` (an array or an hdf5 dataset, read ``chunk`` rows at a time)."""
+    if getattr(labels, "dtype", None) == np.bool_:
+        return [0.0, 1.0]
+    n = int(labels.shape[0]) if getattr(labels, "ndim", 0) else 1
+    seen: set[float] = set()
+    for i in range(0, max(n, 1), chunk):
+        part = np.asarray(labels[i : i + chunk] if getattr(labels, "ndim", 0) else labels)
+        seen.update(float(v) for v in np.unique(part))
+    return sorted(seen, key=lambda v: (np.isnan(v), v))[:limit]
+
+
+def check_label_values(
+    values: list[float], where: str, allowed: tuple[tuple[float, ...], ...] = ((0.0, 1.0),)
+) -> tuple[float, ...]:
+    """The encoding of ``allowed`` that holds every one of ``values``, or a :class:`DataError` naming ``where``.
+
+    A mask file or dataset whose labels are not binary (e.g. 0/2, several classes, soft masks) is never binarised
+    silently: the message names the source and the values found and says how to map them explicitly.
+    """
+    for encoding in allowed:
+        if set(values) <= set(encoding):
+            return encoding
+    shown = ", ".join(f"{v:g}" for v in values)
+    expected = " or ".join("/".join(f"{v:g}" for v in e) for e in allowed)
+    raise DataError(
+        f"{where}: grader labels hold the values {{{shown}}}, expected binary masks ({expected}); labels are not "
+        "binarised silently: give --label-threshold T (import_dataset(label_threshold=T)) to take label >= T as "
+        "the grader's mask (e.g. 1 for every non-zero label), or fix the source."
+    )
+
+
+def binary_masks(
+    raw: np.ndarray,
+    where: str,
+    threshold: float | None,
+    allowed: tuple[tuple[float, ...], ...] = ((0.0, 1.0),),
+) -> np.ndarray:
+    """``raw`` as a bool mask: ``raw >= threshold`` when one is given, else ``raw == max(encoding)`` for the one of
+    the ``allowed`` binary encodings (e.g. 0/1, 0/255) that holds every value, else a :class:`DataError` (see
+    :func:`check_label_values`)."""
+    raw = np.asarray(raw)
+    if threshold is not None:
+        return raw >= threshold
+    if raw.dtype == np.bool_:
+        return raw
+    encoding = check_label_values(label_values(raw), where, allowed)
+    return raw == max(encoding)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .importers_base import ImportCase, normalise_split, safe_key
+from monai_car.data.dicom_series import DataError
+
+from .importers_base import ImportCase, binary_masks, normalise_split, safe_key
 
 __all__ = ["read_image_label_folders", "read_grey", "read_prob_unet_png"]
 
@@ -51,10 +53,14 @@ def _split_dirs(src: Path, marker) -> list[tuple[Path, str | None]]:
     return [(d, normalise_split(d.name)) for d in subs] if subs else [(src, None)]
 
 
-def read_prob_unet_png(src: Path) -> Iterator[ImportCase | dict]:
+def read_prob_unet_png(src: Path, label_threshold: float | None = None) -> Iterator[ImportCase | dict]:
     """Read ``[split/]images/<patient>/z-<z>_c<k>.png`` with ``[split/]gt/<patient>/z-<z>_c<k>_l<r>.png``.
 
-    Masks are ``> 0`` for 0/1 PNGs and ``>= 128`` for 0/255 PNGs.
+    Args:
+        src: the release's folder.
+        label_threshold: ``None`` (default): a mask PNG must be binary, 0/1 or 0/255 (PNG is lossless), anything
+            else raises :class:`DataError` naming the file and the values found; a number: a mask is
+            ``value >= label_threshold``.
     """
     if not src.is_dir():
         raise FileNotFoundError(f"{src} is not a folder (prob-unet-png expects [split/]images/ and [split/]gt/).")
@@ -90,7 +96,9 @@ def read_prob_unet_png(src: Path) -> Iterator[ImportCase | dict]:
                             f"mask {gts[r]} is {raw.shape[0]} x {raw.shape[1]}, its image {png} is "
                             f"{image.shape[0]} x {image.shape[1]}"
                         )
-                    masks.append(raw >= 128 if raw.max() > 1 else raw > 0)
+                    masks.append(binary_masks(raw, str(gts[r]), label_threshold, ((0, 1), (0, 255))))
+            except DataError:  # non-binary labels: a property of the source, not of one case; stop the import
+                raise
             except (OSError, ValueError) as err:
                 yield _problem(png, str(err))
                 continue
@@ -107,8 +115,15 @@ def read_prob_unet_png(src: Path) -> Iterator[ImportCase | dict]:
             )
 
 
-def read_image_label_folders(src: Path) -> Iterator[ImportCase | dict]:
-    """Read ``[split/]<case>/image_<k>.jpg`` with ``label0_.jpg`` .. ``label<R-1>_.jpg`` (masks: JPEG >= 128)."""
+def read_image_label_folders(src: Path, label_threshold: float | None = None) -> Iterator[ImportCase | dict]:
+    """Read ``[split/]<case>/image_<k>.jpg`` with ``label0_.jpg`` .. ``label<R-1>_.jpg``.
+
+    Args:
+        src: the folder.
+        label_threshold: a mask is ``value >= label_threshold``; ``None`` (default) means 128, half of 8-bit (JPEG
+            is lossy, so its masks are thresholded).
+    """
+    threshold = 128 if label_threshold is None else label_threshold
     if not src.is_dir():
         raise FileNotFoundError(f"{src} is not a folder (image-label-folders expects [split/]<case>/image_<k>.jpg).")
 
@@ -139,7 +154,7 @@ def read_image_label_folders(src: Path) -> Iterator[ImportCase | dict]:
                             f"mask {labels[r]} is {raw.shape[0]} x {raw.shape[1]}, its image {images[0]} is "
                             f"{image.shape[0]} x {image.shape[1]}"
                         )
-                    masks.append(raw >= 128)
+                    masks.append(raw >= threshold)
             except (OSError, ValueError) as err:
                 yield _problem(case, str(err))
                 continue

@@ -93,6 +93,14 @@ def parser(prog: str = _PROG) -> argparse.ArgumentParser:
         default=0.0,
         help="when the source has no validation split, move this fraction of training groups to it",
     )
+    i.add_argument(
+        "--label-threshold",
+        type=float,
+        default=None,
+        metavar="T",
+        help="map grader labels to masks as label >= T (default: labels must already be binary, 0/1, or 0/255 for "
+        "PNG; JPEG masks are thresholded at 128)",
+    )
     i.add_argument("--workers", type=_positive_int, default=_default_workers())
     i.add_argument("--overwrite", action="store_true")
     i.add_argument("--quiet", action="store_true")
@@ -151,6 +159,7 @@ def main(argv: Sequence[str] | None = None, prog: str = _PROG) -> int:
                 split_seed=args.split_seed,
                 split_fractions=tuple(args.split_fractions),
                 val_fraction=args.val_fraction,
+                label_threshold=args.label_threshold,
                 workers=args.workers,
                 overwrite=args.overwrite,
                 progress=not args.quiet,

@@ -171,3 +171,55 @@ def test_unknown_format_and_cli(tmp_path, capsys):
     assert main(["import", "--format", "image-label-folders", str(tmp_path / "empty"), str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _hdf5(path, labels):
+    with h5py.File(path, "w") as f:
+        for group, n in (("train", 3), ("val", 1), ("test", 1)):
+            g = f.create_group(group)
+            g.create_dataset("images", data=np.full((n, 16, 16), 0.25))
+            g.create_dataset("labels", data=np.repeat(labels[None], n, axis=0))
+
+
+def test_non_binary_labels_are_refused_unless_mapped(tmp_path, capsys):
+    labels = np.zeros((16, 16, 4), np.uint8)
+    labels[4:8, 4:8, :2] = 2  # a 0/2 encoding: binarising it is a guess the user must make
+    labels[9:11, 9:11, 3] = 1
+    path = tmp_path / "data.hdf5"
+    _hdf5(path, labels)
+    with pytest.raises(
+        DataError,
+        match=r"data\.hdf5 \[test\] labels: grader labels hold the values \{0, 1, 2\}, "
+        r"expected binary masks \(0/1\).*--label-threshold T",
+    ):
+        import_dataset("phiseg-hdf5", path, tmp_path / "o", workers=1, progress=False)
+    assert not (tmp_path / "o").exists()
+    assert main(["import", "--format", "phiseg-hdf5", str(path), str(tmp_path / "o"), "--quiet"]) == 2
+    assert "hold the values {0, 1, 2}" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    # the explicit mapping: label >= 1 is the mask
+    argv = ["import", "--format", "phiseg-hdf5", str(path), str(tmp_path / "o"), "--quiet", "--label-threshold", "1"]
+    assert main(argv) == 0
+    doc, _ = _items(tmp_path / "o")
+    for r in range(4):
+        np.testing.assert_array_equal(_array(tmp_path / "o", doc["test"][0]["labels"][r]), labels[..., r] >= 1)
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["label_threshold"] == 1.0
+
+    # pickle: a 0/255 mask is not taken for 0/1
+    masks = [np.zeros((8, 8), np.uint8) for _ in range(4)]
+    masks[1][2:4, 2:4] = 255
+    pkl = tmp_path / "data_lidc.pickle"
+    pkl.write_bytes(pickle.dumps({"LIDC-IDRI-0001_s0": {"image": np.full((8, 8), 0.5), "masks": masks}}))
+    with pytest.raises(DataError, match=r"data_lidc\.pickle \['LIDC-IDRI-0001_s0'\] mask 1: .*values \{0, 255\}"):
+        import_dataset("pickle", pkl, tmp_path / "p", workers=1, progress=False)
+
+    # PNG: 0/1 and 0/255 are binary; 0/2 stops the import, naming the mask file
+    png = tmp_path / "png"
+    _png(png / "images" / "LIDC-IDRI-0001" / "z-1.0_c0.png", np.zeros((8, 8), np.uint8))
+    for r in range(4):
+        _png(png / "gt" / "LIDC-IDRI-0001" / f"z-1.0_c0_l{r}.png", np.full((8, 8), 2 if r == 2 else 0, np.uint8))
+    with pytest.raises(
+        DataError,
+        match=r"z-1\.0_c0_l2\.png: grader labels hold the values \{2\}, expected binary "
+        r"masks \(0/1 or 0/255\)",
+    ):
+        import_dataset("prob-unet-png", png, tmp_path / "q", workers=1, progress=False)
