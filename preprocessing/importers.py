@@ -17,7 +17,9 @@ every one of them was cut from ``pixel_array``) and are written RAS-canonical li
 ``--pixel-spacing`` mm (1.0 by default: the true spacing is unknown) and origin 0. Fields a format does not hold
 (``patient_id``, ``series_uid``, ``slice_z``) are ``null``; ``num_graders`` counts the graders whose mask is
 non-empty on that slice (the formats have no nodule-level count). Splits: the source's own when it has them, else
-by patient (or series, or case when neither is known) from ``--split-seed``.
+by patient (or series, or case when neither is known) from ``--split-seed``; a seeded split that would leave a split
+with a positive fraction empty (e.g. a single-patient source: at least one patient per such split is needed) stops
+the import with an error saying how many patients there are.
 
 Grader labels must be binary (0/1, or 0/255 PNGs; the JPEG masks of ``image-label-folders`` are thresholded at 128):
 any other value (labels 0/2, several classes, soft masks) stops the import with an error naming the file and the
@@ -201,7 +203,7 @@ def import_dataset(
             raise DataError(
                 f"no usable case in {src} as format {fmt!r}: " + "; ".join(p["reason"] for p in problems[:3])
             )
-        splits = _assign_splits(rows, split_seed, split_fractions, val_fraction)
+        splits = _assign_splits(rows, split_seed, split_fractions, val_fraction, where=f"{src} ({fmt})")
         doc = {
             "name": f"LIDC-IDRI crops imported from {fmt}",
             "description": (
@@ -243,14 +245,38 @@ def _by_graders(rows: list[dict]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _assign_splits(rows: list[dict], seed: int, fractions: Sequence[float], val_fraction: float) -> dict[str, list]:
-    """Set ``row["assigned"]``: the source's split when every case has one, else a seeded split by group."""
+def _group_kind(rows: list[dict]) -> str:
+    """What the split groups are, for messages."""
+    if all(r["item"]["patient_id"] for r in rows):
+        return "patient"
+    if all(r["item"]["series_uid"] for r in rows):
+        return "series"
+    return "group (patient, else series, else case)"
+
+
+def _assign_splits(
+    rows: list[dict], seed: int, fractions: Sequence[float], val_fraction: float, where: str = "the source"
+) -> dict[str, list]:
+    """Set ``row["assigned"]``: the source's split when every case has one, else a seeded split by group.
+
+    Raises:
+        DataError: a seeded split that would leave a split with a positive fraction empty (fewer groups than such
+            splits, e.g. a single-patient source), or ``val_fraction`` with fewer than 2 training groups (it would
+            move all of them); the message gives the number of groups and what the split needs.
+    """
     if all(r["split"] for r in rows):
         for r in rows:
             r["assigned"] = r["split"]
         has_val = any(r["split"] == "validation" for r in rows)
         if val_fraction > 0 and not has_val:
             groups = sorted({r["group"] for r in rows if r["split"] == "training"})
+            if len(groups) < 2:
+                raise DataError(
+                    f"{where}: --val-fraction {val_fraction:g} moves training {_group_kind(rows)}s to validation, but "
+                    f"the training split holds {len(groups)} ({', '.join(map(str, groups))}), and at least 2 are "
+                    "needed (one stays in training); nothing is written. Import more, give the source a validation "
+                    "split folder, or drop --val-fraction."
+                )
             order = [groups[i] for i in np.random.default_rng(seed).permutation(len(groups))]
             moved = set(order[: max(1, int(round(val_fraction * len(groups))))])
             for r in rows:
@@ -259,7 +285,20 @@ def _assign_splits(rows: list[dict], seed: int, fractions: Sequence[float], val_
     else:
         if any(r["split"] for r in rows):
             raise DataError("the source mixes cases inside split folders with cases outside them; use one layout.")
-        split_of = {g: s for s, gs in split_patients([r["group"] for r in rows], seed, fractions).items() for g in gs}
+        split = split_patients([r["group"] for r in rows], seed, fractions)
+        empty = [s for s, f in zip(SPLITS, fractions) if f > 0 and not split[s]]
+        if empty:
+            groups = sorted({r["group"] for r in rows})
+            wanted = [s for s, f in zip(SPLITS, fractions) if f > 0]
+            shown = ", ".join(map(str, groups[:5])) + (", ..." if len(groups) > 5 else "")
+            raise DataError(
+                f"{where}: the cases come from {len(groups)} {_group_kind(rows)}(s) ({shown}); a split by "
+                f"{_group_kind(rows)} with --split-fractions {' '.join(f'{f:g}' for f in fractions)} needs at least "
+                f"{len(wanted)} (one for each of {', '.join(wanted)}) and would leave {', '.join(empty)} empty; "
+                "nothing is written. Import more patients, give the source train/val/test split folders, or put "
+                "every case in one split (--split-fractions 1 0 0, or 0 0 1 for a test-only set)."
+            )
+        split_of = {g: s for s, gs in split.items() for g in gs}
         for r in rows:
             r["assigned"] = split_of[r["group"]]
     return {s: sorted({r["group"] for r in rows if r["assigned"] == s}) for s in SPLITS}

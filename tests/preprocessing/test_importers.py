@@ -96,8 +96,11 @@ def test_prob_unet_png_layouts(tmp_path):
     flat = tmp_path / "flat"
     shutil.copytree(src / "train", flat)
     _png(flat / "images" / "LIDC-IDRI-0999" / "z-1.0_c0.png", np.zeros((180, 180), np.uint8))
-    summary = import_dataset("prob-unet-png", flat, tmp_path / "out2", split_seed=3, workers=1, progress=False)
+    summary = import_dataset(
+        "prob-unet-png", flat, tmp_path / "out2", split_seed=3, split_fractions=(0.5, 0, 0.5), workers=1, progress=False
+    )
     assert summary["counts"]["cases"] == 2 and summary["split_source"] == "seeded split by group"
+    assert summary["counts"]["groups_per_split"] == {"training": 1, "validation": 0, "test": 1}
     assert "z-1.0_c0_l<r>.png" in summary["skipped"][0]["reason"]
 
 
@@ -223,3 +226,37 @@ def test_non_binary_labels_are_refused_unless_mapped(tmp_path, capsys):
         r"masks \(0/1 or 0/255\)",
     ):
         import_dataset("prob-unet-png", png, tmp_path / "q", workers=1, progress=False)
+
+
+def test_too_few_patients_for_the_split_is_an_error(tmp_path, capsys):
+    masks = [np.zeros((8, 8), np.uint8) for _ in range(4)]
+    one = {f"LIDC-IDRI-0001_slice_{k}": {"image": np.full((8, 8), 0.5), "masks": masks} for k in range(3)}
+    pkl = tmp_path / "one.pickle"
+    pkl.write_bytes(pickle.dumps(one))
+    with pytest.raises(
+        DataError,
+        match=r"one\.pickle \(pickle\): the cases come from 1 patient\(s\) \(LIDC-IDRI-0001\); a split by patient with "
+        r"--split-fractions 0\.7 0\.15 0\.15 needs at least 3 \(one for each of training, validation, test\) and "
+        r"would leave validation, test empty; nothing is written\..*--split-fractions 1 0 0",
+    ):
+        import_dataset("pickle", pkl, tmp_path / "o", workers=1, progress=False)
+    assert not (tmp_path / "o").exists()
+    assert main(["import", "--format", "pickle", str(pkl), str(tmp_path / "o"), "--quiet"]) == 2
+    assert "1 patient(s)" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    # the explicit rule: one split only
+    summary = import_dataset("pickle", pkl, tmp_path / "o", split_fractions=(1, 0, 0), workers=1, progress=False)
+    assert summary["counts"]["per_split"] == {"training": 3, "validation": 0, "test": 0}
+    # two patients cannot fill three splits either
+    two = dict(one, **{"LIDC-IDRI-0002_slice_0": one["LIDC-IDRI-0001_slice_0"]})
+    pkl.write_bytes(pickle.dumps(two))
+    with pytest.raises(DataError, match=r"come from 2 patient\(s\) \(LIDC-IDRI-0001, LIDC-IDRI-0002\)"):
+        import_dataset("pickle", pkl, tmp_path / "o2", workers=1, progress=False)
+
+
+def test_val_fraction_needs_two_training_patients(tmp_path):
+    png = tmp_path / "png"
+    for split in ("train", "test"):
+        _png(png / split / "images" / "LIDC-IDRI-0001" / "z-1.0_c0.png", np.zeros((8, 8), np.uint8))
+        _png(png / split / "gt" / "LIDC-IDRI-0001" / "z-1.0_c0_l0.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(DataError, match=r"--val-fraction 0\.2 .*training split holds 1 \(.*\), and at least 2"):
+        import_dataset("prob-unet-png", png, tmp_path / "o", val_fraction=0.2, workers=1, progress=False)
