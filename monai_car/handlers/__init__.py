@@ -6,6 +6,7 @@ from .discriminator_schedule import DiscriminatorSchedule
 from .evaluation_report import EvaluationReportWriter, write_text_atomic
 from .evaluation_summary import format_evaluation_summary
 from .sample_set_writer import SAMPLE_SET_FILES, SampleSetWriter, write_sample_set
+from .staged_output import StagedOutputDir
 from .tensorboard_montage import TensorBoardMontageHandler
 
 __all__: list[str] = [
@@ -15,6 +16,7 @@ __all__: list[str] = [
     "DiscriminatorSchedule",
     "EvaluationReportWriter",
     "SampleSetWriter",
+    "StagedOutputDir",
     "StrictCheckpointLoader",
     "TensorBoardMontageHandler",
     "write_sample_set",

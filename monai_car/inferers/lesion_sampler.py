@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from monai_car.data.sample_set import SampleSet
 from monai_car.data.sample_set_io import save_nifti_atomic, save_sample_set
 from monai_car.networks.nets import CARNet
-from monai_car.utils.atomic import write_csv_atomic
+from monai_car.utils.atomic import atomic_dir, remove_stale_staging, write_csv_atomic
 
 from .lesion_locations import Lesion, world_to_voxel
 from .volume_geometry import cut_slab, reorient, voxel_spacing
@@ -243,11 +243,26 @@ class LesionSampleSetPredictor:
         np.maximum.at(full, (vx, vy, vz), vals)
 
     def run(self, studies: Sequence[dict], output_dir: str | Path) -> list[Path]:
-        """Run over ``studies``, each ``{"image": CT path, "lesions": [Lesion, ...], "study": optional id}``."""
-        outputs = []
-        for item in tqdm(studies, desc="studies"):
+        """Run over ``studies``, each ``{"image": CT path, "lesions": [Lesion, ...], "study": optional id}``.
+
+        The whole run is written into a staging folder beside ``output_dir`` that replaces ``output_dir`` when every
+        study is done: a failed or killed run leaves the previous run's folder as it was (no study or lesion folder
+        of two runs side by side, none of an earlier run that this one does not produce), and leftovers of killed
+        runs beside ``output_dir`` are removed first.
+
+        Returns:
+            the studies' summary CSV paths (in ``output_dir``).
+        """
+        for item in studies:
             for key in ("image", "lesions"):
                 if key not in item:
                     raise KeyError(f"study entry {item} lacks {key!r}.")
-            outputs.append(self.run_study(item["image"], item["lesions"], output_dir, item.get("study")))
-        return outputs
+        output_dir = Path(output_dir)
+        for stale in remove_stale_staging(output_dir):
+            logger.warning("removed %s, left by an earlier inference run that did not finish.", stale)
+        with atomic_dir(output_dir) as stage:
+            outputs = [
+                self.run_study(item["image"], item["lesions"], stage, item.get("study"))
+                for item in tqdm(studies, desc="studies")
+            ]
+        return [output_dir / p.relative_to(stage) for p in outputs]

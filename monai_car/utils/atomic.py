@@ -28,6 +28,7 @@ import secrets
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "atomic_dir",
     "atomic_file",
     "make_staging_dir",
+    "remove_stale_staging",
     "replace_dir",
     "write_bytes_atomic",
     "write_csv_atomic",
@@ -303,3 +305,24 @@ def write_csv_atomic(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
         writer.writeheader()
         writer.writerows(rows)
     return Path(path)
+
+
+def remove_stale_staging(path: str | os.PathLike) -> list[Path]:
+    """Remove what killed writers of ``path`` left beside it: the hidden staging and set-aside folders/files
+    ``.<name>.tmp-*`` and ``.<name>.old-*`` that :func:`atomic_dir`, :func:`atomic_file` and :func:`replace_dir`
+    create (a crash or ``kill -9`` between their creation and their rename leaves them behind).
+
+    Call it before a new run into ``path``; two runs writing the same ``path`` at once are not supported.
+
+    Returns:
+        the removed paths.
+    """
+    path = _target(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for tag in ("tmp", "old"):
+        for stale in sorted(path.parent.glob(f".{glob_escape(path.name)}.{tag}-*")):
+            _remove(stale)
+            removed.append(stale)
+    return removed

@@ -88,3 +88,24 @@ def test_lesion_outside_volume(tmp_path):
         predictor.run_study(path, [Lesion("far", np.array([500.0, 0.0, 0.0]))], tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         predictor.run_study(tmp_path / "missing.nii.gz", [Lesion("a", np.zeros(3))], tmp_path / "out")
+
+
+def test_a_failed_run_leaves_the_previous_run_whole_and_a_new_run_drops_old_folders(tmp_path):
+    path, _, aff, centre = _ct(tmp_path)
+    inside, outside = Lesion("n1", centre), Lesion("far", np.array([500.0, 0.0, 0.0]))
+    predictor = LesionSampleSetPredictor(_net(), num_samples=2, crop_size=16, half_extent_mm=2.0, montage=False)
+    out = tmp_path / "inference"
+    first = predictor.run([{"image": path, "lesions": [inside], "study": "a"},
+                           {"image": path, "lesions": [inside], "study": "b"}], out)  # fmt: skip
+    assert first == [out / "a" / "summary.csv", out / "b" / "summary.csv"] and all(p.is_file() for p in first)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="outside the volume"):  # the second study fails after the first was done
+        predictor.run([{"image": path, "lesions": [inside], "study": "c"},
+                       {"image": path, "lesions": [outside], "study": "d"}], out)  # fmt: skip
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before, "a failed run must not touch the previous run's outputs"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".inference")) == []
+    (tmp_path / ".inference.tmp-killed").mkdir()  # what kill -9 leaves behind
+    predictor.run([{"image": path, "lesions": [inside], "study": "b"}], out)
+    assert sorted(p.name for p in out.iterdir()) == ["b"], "study a of the earlier run is not this run's"
+    assert not (tmp_path / ".inference.tmp-killed").exists()
