@@ -30,7 +30,8 @@ def find_ct_inputs(input_dir: str | Path, pattern: str = "*.nii.gz", exclude_suf
     Args:
         input_dir: the folder to search.
         pattern: a glob pattern relative to ``input_dir`` (e.g. ``"*.nii.gz"``, or ``"*/"`` for one DICOM series
-            folder per study).
+            folder per study). A pattern ending in ``/`` matches folders only (never a file such as a lesion CSV
+            lying beside the series folders).
         exclude_suffixes: study-id suffixes to leave out (e.g. ``["_lesions"]`` for the lesion masks lying beside
             the CTs).
 
@@ -40,10 +41,19 @@ def find_ct_inputs(input_dir: str | Path, pattern: str = "*.nii.gz", exclude_suf
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input_dir {input_dir} is not a folder; point it at the CT volumes.")
-    found = sorted(os.path.normpath(p) for p in glob.glob(str(input_dir / pattern)))
+    if not isinstance(pattern, str) or not pattern.strip("/" + os.sep):
+        raise ValueError(f"pattern must be a non-empty glob pattern such as '*.nii.gz' or '*/', got {pattern!r}.")
+    folders_only = pattern.endswith(("/", os.sep))
+    # os.path.join, not pathlib: ``Path(d) / "*/"`` drops the trailing slash, and "*/" would match files too
+    matches = glob.glob(os.path.join(str(input_dir), pattern))
+    found = sorted(os.path.normpath(p) for p in matches if not folders_only or os.path.isdir(p))
     found = [p for p in found if not any(study_id_of(p).endswith(s) for s in exclude_suffixes)]
     if not found:
-        raise FileNotFoundError(f"no CT input in {input_dir} matches {pattern!r} (excluding {list(exclude_suffixes)}).")
+        kind = "folder" if folders_only else "CT input"
+        raise FileNotFoundError(
+            f"no {kind} in {input_dir} matches {pattern!r} (excluding {list(exclude_suffixes)}); "
+            "use '*.nii.gz' for NIfTI volumes or '*/' for one DICOM series folder per study."
+        )
     return found
 
 
