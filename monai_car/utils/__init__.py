@@ -23,6 +23,7 @@ from .distributed import (
     wrap_ddp,
 )
 from .enums import CarKeys, RefinementKeys
+from .geometry import GEOMETRY_KEY, CheckpointGeometryError, TrainingGeometry
 from .rng import (
     capture_rng_states,
     derive_seed,
@@ -44,7 +45,9 @@ from .uncertainty import (
 
 __all__ = [
     "CarKeys",
+    "CheckpointGeometryError",
     "CheckpointKeyError",
+    "GEOMETRY_KEY",
     "RefinementKeys",
     "all_reduce_mean",
     "capture_rng_states",
@@ -61,6 +64,7 @@ __all__ = [
     "restore_rng_states",
     "save_checkpoint",
     "set_torch_rng_state",
+    "TrainingGeometry",
     "unwrap_module",
     "wrap_ddp",
     "atomic_dir",

@@ -5,6 +5,9 @@
 - :func:`load_checkpoint` loads strictly: a missing or unexpected entry (top level, or a network's parameter) is an
   error that names it. The authors' code saved under one name and loaded under another and silently started from
   scratch; here that fails loudly.
+- A checkpoint may hold a ``"geometry"`` entry, the settings it was trained with
+  (:class:`~monai_car.utils.geometry.TrainingGeometry`); both loaders refuse a run whose settings differ, and load a
+  checkpoint written without one with a warning.
 
 The random-number-generator states that checkpoints record (and seed derivation) live in :mod:`monai_car.utils.rng`.
 """
@@ -23,6 +26,7 @@ from torch.optim import Optimizer
 
 from .atomic import atomic_file
 from .distributed import unwrap_module
+from .geometry import GEOMETRY_KEY, TrainingGeometry, as_training_geometry
 
 __all__ = [
     "load_network_weights",
@@ -124,6 +128,12 @@ def load_checkpoint(
     another object's own ``load_state_dict`` may still raise part-way). A checkpoint holding a single bare state dict
     (ignite's format for one object) loads into a single object.
 
+    A :class:`~monai_car.utils.geometry.TrainingGeometry` in ``objects`` is checked against the checkpoint's entry of
+    that name before anything is loaded (a mismatch raises
+    :class:`~monai_car.utils.geometry.CheckpointGeometryError`); a checkpoint written before geometries were stored,
+    without that entry, loads with a warning. A checkpoint's geometry entry that ``objects`` lacks is unexpected, like
+    any other entry.
+
     Args:
         path: the checkpoint file.
         objects: the targets, name -> network / optimizer / scheduler / engine / anything with ``load_state_dict``.
@@ -138,10 +148,15 @@ def load_checkpoint(
     Raises:
         FileNotFoundError: when ``path`` does not exist.
         CheckpointKeyError: on mismatches (see above).
+        CheckpointGeometryError: the checkpoint was trained with other settings than a geometry in ``objects``.
     """
     if not isinstance(objects, Mapping) or not objects:
         raise ValueError("objects must be a non-empty mapping of names to objects with load_state_dict().")
     source, checkpoint = _read_checkpoint(path, map_location, "a dict of state dicts")
+    for name, obj in objects.items():  # an older checkpoint without a geometry: warn, load the rest
+        if isinstance(obj, TrainingGeometry) and name not in checkpoint:
+            obj.check(None, source)
+    objects = {k: v for k, v in objects.items() if k in checkpoint or not isinstance(v, TrainingGeometry)}
     if len(objects) == 1 and next(iter(objects)) not in checkpoint:
         checkpoint = {next(iter(objects)): checkpoint}
     missing = sorted(set(objects) - set(checkpoint))
@@ -161,45 +176,72 @@ def load_checkpoint(
             _check_module(name, obj, state, strict, source)
         elif isinstance(obj, Optimizer):
             _check_optimizer(name, obj, state, source)
+        elif isinstance(obj, TrainingGeometry):
+            obj.check(state, source)
         elif not callable(getattr(obj, "load_state_dict", None)):
             raise TypeError(f"object {name!r} ({type(obj).__name__}) has no load_state_dict() method.")
     for name in common:
         obj, state = objects[name], checkpoint[name]
         if isinstance(obj, nn.Module):
             unwrap_module(obj).load_state_dict(state, strict=strict)
-        else:
+        elif not isinstance(obj, TrainingGeometry):  # checked above; nothing to load
             obj.load_state_dict(state)
     return {"missing": missing, "unexpected": unexpected}
 
 
 def load_network_weights(
-    path: str | os.PathLike, network: nn.Module, entry: str | None = None, map_location: Any = "cpu", hint: str = ""
+    path: str | os.PathLike,
+    network: nn.Module,
+    entry: str | None = None,
+    map_location: Any = "cpu",
+    hint: str = "",
+    geometry: TrainingGeometry | Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Load one network's weights from a checkpoint, strictly: every parameter name and shape must match.
 
     Args:
         path: a checkpoint holding ``{entry: state_dict, ...}`` (e.g. a stage-1 checkpoint, from which stage 2 takes
-            ``calibration_net``), or a bare state dict (``models/model.pt``) when ``entry`` is ``None``.
+            ``calibration_net``); or, when ``entry`` is ``None``, a bare state dict or ``{name: state_dict,
+            "geometry": {...}}`` (``models/model.pt``: its one network beside its geometry).
         network: the network to load into (built with the configuration the checkpoint was trained with).
-        entry: the checkpoint entry holding the network's state dict; ``None`` for a bare state dict.
+        entry: the checkpoint entry holding the network's state dict; ``None``: see ``path``.
         map_location: passed to ``torch.load``.
         hint: appended to the missing-file message (e.g. which command writes the checkpoint).
+        geometry: this run's settings (a :class:`~monai_car.utils.geometry.TrainingGeometry` or a mapping), checked
+            against the checkpoint's ``"geometry"`` entry before loading; a checkpoint without one loads with a
+            warning. None: nothing is checked.
 
     Returns:
         ``network``, loaded.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        CheckpointGeometryError: the checkpoint was trained with other settings than ``geometry``; the message names
+            each with both values and the option to change.
         CheckpointKeyError: no such entry, or parameters missing, unexpected or of another shape (a checkpoint from a
             different network configuration); the message names them.
     """
     if not isinstance(network, nn.Module):
         raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
+    expected = None if geometry is None else as_training_geometry(geometry)
     source, checkpoint = _read_checkpoint(path, map_location, "a state dict", hint)
+    saved = checkpoint.get(GEOMETRY_KEY)
+    if isinstance(saved, Mapping):  # a parameter named "geometry" would be a tensor
+        checkpoint = {k: v for k, v in checkpoint.items() if k != GEOMETRY_KEY}
+    else:
+        saved = None
+    if expected is not None:
+        expected.check(saved, source)
     if entry is not None:
         if entry not in checkpoint:
             raise CheckpointKeyError(f"{source} has no entry {entry!r}; its entries are {sorted(checkpoint)}.")
         checkpoint = checkpoint[entry]
+    elif saved is not None:
+        if len(checkpoint) != 1:
+            raise CheckpointKeyError(
+                f"{source} holds the entries {sorted(checkpoint)} besides its geometry; name the network's with entry."
+            )
+        checkpoint = next(iter(checkpoint.values()))
     _check_module(entry or "network", network, checkpoint, True, source)
     unwrap_module(network).load_state_dict(checkpoint, strict=True)
     return network

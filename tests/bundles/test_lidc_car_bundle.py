@@ -17,7 +17,7 @@ from bundle_fixtures import CONFIGS, TINY, cli_overrides, make_tiny_dataset, sav
 from monai.bundle import ConfigParser, run
 
 from monai_car.networks import CARNet
-from monai_car.utils import CheckpointKeyError
+from monai_car.utils import CheckpointGeometryError
 
 TRAIN = str(CONFIGS / "train.json")
 EVALUATE = [TRAIN, str(CONFIGS / "evaluate.json")]
@@ -95,8 +95,14 @@ def test_training_writes_checkpoints_logs_and_selects_a_model(trained):
     stage1 = torch.load(models / "calibration.pt", weights_only=True)
     for key, value in stage1["calibration_net"].items():
         assert torch.equal(value, stage2["calibration_net"][key]), key
-    model = torch.load(models / "model.pt", weights_only=True)  # the bare CARNet state dict
+    saved = torch.load(models / "model.pt", weights_only=True)  # the CARNet state dict beside the training geometry
+    assert set(saved) == {"model", "geometry"}
+    model = saved["model"]
     assert any(k.startswith("refinement_net.") for k in model) and any(k.startswith("calibration_net.") for k in model)
+    geometry = {"spatial_dims": 2, "num_classes": 2, **{k: TINY[k] for k in NETWORK_KEYS}}
+    assert saved["geometry"] == geometry  # the tiny data set states no hu_window / in_plane_spacing
+    assert stage2["geometry"] == geometry
+    assert stage1["geometry"] == {k: v for k, v in geometry.items() if k not in ("noise_dim", "g_channels")}
 
 
 def test_evaluation_writes_metrics_report_pictures_and_sample_sets(trained):
@@ -212,8 +218,34 @@ def test_checkpoint_of_another_network_configuration_is_refused(trained, tmp_pat
     overrides = {**trained["overrides"], "g_channels": [8, 16, 32], "eval_dir": str(tmp_path / "eval")}
     with pytest.raises(Exception) as excinfo:
         run("evaluating", config_file=EVALUATE, **overrides)
-    assert CheckpointKeyError.__name__ in _messages(excinfo) and "other shapes" in _messages(excinfo)
+    assert CheckpointGeometryError.__name__ in _messages(excinfo)
+    assert 'g_channels: trained with [4, 8, 16], this run has [8, 16, 32] (set --g_channels "[4, 8, 16]")' in (
+        _messages(excinfo)
+    )
     assert not (tmp_path / "eval").exists()
+
+
+def test_another_crop_size_is_refused_at_evaluation_and_inference(trained, tmp_path):
+    overrides = {**trained["overrides"], "crop_size": 24, "eval_dir": str(tmp_path / "eval")}
+    with pytest.raises(Exception) as excinfo:
+        run("evaluating", config_file=EVALUATE, **overrides)
+    assert "crop_size: trained with 32, this run has 24 (set --crop_size 32)" in _messages(excinfo)
+    assert not (tmp_path / "eval").exists()
+    overrides = {k: v for k, v in trained["overrides"].items() if k in NETWORK_KEYS}
+    overrides.update(crop_size=24, output_dir=str(trained["out"]), inference_dir=str(tmp_path / "res"))
+    with pytest.raises(Exception) as excinfo:
+        run("inferring", config_file=INFERENCE, **overrides)
+    assert CheckpointGeometryError.__name__ in _messages(excinfo) and "--crop_size 32" in _messages(excinfo)
+    assert not (tmp_path / "res").exists()
+
+
+def test_a_checkpoint_without_geometry_loads_with_a_warning(trained, tmp_path):
+    old = tmp_path / "old_model.pt"
+    torch.save(torch.load(trained["out"] / "models" / "model.pt", weights_only=True)["model"], old)  # the old format
+    overrides = {**trained["overrides"], "ckpt_path": str(old), "eval_num_samples": 3, "eval_dir": str(tmp_path / "e")}
+    with pytest.warns(UserWarning, match="records no training geometry"):
+        run("evaluating", config_file=EVALUATE, **overrides)
+    assert (tmp_path / "e" / "metrics.json").is_file()
 
 
 def test_refinement_alone_needs_the_calibration_checkpoint(tmp_path):
@@ -234,7 +266,7 @@ def test_export_runs_like_the_trained_network(trained, tmp_path):
     parser.read_config(INFERENCE)
     parser.update(overrides)
     net = parser.get_parsed_content("network_def")
-    net.load_state_dict(torch.load(trained["out"] / "models" / "model.pt", weights_only=True))
+    net.load_state_dict(torch.load(trained["out"] / "models" / "model.pt", weights_only=True)["model"])
     net.eval()
     x = torch.rand(3, 1, 32, 32)
     noise = torch.randn(3, 5, meta["noise_dim"], generator=torch.Generator().manual_seed(1))

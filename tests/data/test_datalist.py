@@ -8,8 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from monai_car.data import load_car_datalist, make_case_id
-from monai_car.utils import CarKeys
+from monai_car.data import load_car_datalist, make_case_id, training_geometry
+from monai_car.utils import CarKeys, CheckpointGeometryError
 
 
 def _write_case(root: Path, name: str, num_graders: int = 4, shape=(12, 10)) -> dict:
@@ -137,3 +137,23 @@ def test_make_case_id():
     assert make_case_id({"image": "a.nii.gz", "case_id": "c/1"}) == "c_1"
     with pytest.raises(KeyError):
         make_case_id({})
+
+
+def test_training_geometry_adds_the_data_sets_preprocessing(tmp_path):
+    _write_dataset(tmp_path, {"training": []})
+    assert training_geometry({"crop_size": 48}, tmp_path).settings == {"crop_size": 48}  # nothing stated
+    content = json.loads((tmp_path / "datalist.json").read_text())
+    content.update(hu_window=[-1000, 400], in_plane_spacing=None)
+    (tmp_path / "datalist.json").write_text(json.dumps(content))
+    g = training_geometry({"crop_size": 48}, tmp_path)
+    assert g.settings == {"crop_size": 48, "hu_window": [-1000, 400], "in_plane_spacing": None}
+    with pytest.raises(CheckpointGeometryError, match=r"hu_window: trained with \[-1200, 600\].*datalist\.json: use a"):
+        g.check({"crop_size": 48, "hu_window": [-1200, 600], "in_plane_spacing": None})
+    content["hu_window"] = [400, -1000]
+    (tmp_path / "datalist.json").write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=r"datalist\.json: 'hu_window' must be \[low, high\]"):
+        training_geometry({"crop_size": 48}, tmp_path)
+    content.update(hu_window=[-1000, 400], in_plane_spacing=-1)
+    (tmp_path / "datalist.json").write_text(json.dumps(content))
+    with pytest.raises(ValueError, match="'in_plane_spacing' must be a positive number"):
+        training_geometry({"crop_size": 48}, tmp_path)
