@@ -95,6 +95,11 @@ def _read_datalist(dataset_dir: str | Path, datalist_name: str) -> tuple[Path, P
     return dataset_dir, datalist, content
 
 
+def _splits(content: Mapping) -> dict[str, list]:
+    """The datalist's splits: its lists of entries (not a list-valued field such as ``hu_window``)."""
+    return {k: v for k, v in content.items() if isinstance(v, list) and all(isinstance(e, dict) for e in v)}
+
+
 def training_geometry(
     settings: Mapping[str, Any], dataset_dir: str | Path, datalist_name: str = "datalist.json"
 ) -> TrainingGeometry:
@@ -139,6 +144,7 @@ def load_car_datalist(
     datalist_name: str = "datalist.json",
     require_labels: bool = True,
     check_files: bool = True,
+    allow_empty: bool = False,
 ) -> list[dict]:
     """Load one split of a monai-car data set as MONAI-style dictionaries with absolute paths.
 
@@ -156,6 +162,8 @@ def load_car_datalist(
         require_labels: fail on an entry without a non-empty ``labels`` list (set ``False`` for unlabelled
             inference lists).
         check_files: fail on an entry whose image or label file is missing.
+        allow_empty: return ``[]`` for a split without entries instead of failing (training on, validating on or
+            evaluating an empty split would finish "successfully" and leave an earlier run's model or report behind).
 
     Returns:
         a list of dicts with absolute ``image`` and ``labels`` paths and a ``case_id`` (see :func:`make_case_id`).
@@ -163,15 +171,22 @@ def load_car_datalist(
     Raises:
         FileNotFoundError: missing ``dataset_dir``, datalist file, or a file an entry names.
         KeyError: missing split.
-        ValueError: malformed JSON or entries, duplicate case ids.
+        ValueError: malformed JSON or entries, duplicate case ids, an empty split (unless ``allow_empty``).
     """
     dataset_dir, datalist, content = _read_datalist(dataset_dir, datalist_name)
     if not isinstance(split, str) or split not in content:
-        splits = sorted(k for k, v in content.items() if isinstance(v, list))
+        splits = sorted(_splits(content))
         raise KeyError(f"{datalist} has no split {split!r}; its splits are {splits}.")
     entries = content[split]
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ValueError(f"{datalist}: split {split!r} must be a list of objects.")
+    if not entries and not allow_empty:
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in _splits(content).items())
+        raise ValueError(
+            f"{datalist}: split {split!r} is empty (cases per split: {sizes}); there is nothing to train, validate or "
+            f"evaluate on. Rebuild the data set with cases in the {split!r} split (e.g. other split fractions), or "
+            "choose a split that has cases."
+        )
     out, seen = [], {}
     for i, e in enumerate(entries):
         if not isinstance(e.get(CarKeys.IMAGE), str) or not e[CarKeys.IMAGE]:

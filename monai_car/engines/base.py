@@ -14,6 +14,8 @@ from monai_car.utils.checkpoint import CheckpointKeyError
 from monai_car.utils.distributed import get_rank
 from monai_car.utils.rng import capture_rng_states, derive_seed, isolated_rng, restore_rng_states
 
+from .utils import check_has_batches
+
 __all__ = ["ResumableTrainerMixin"]
 
 _MAX_NP_SEED = 2**32
@@ -58,6 +60,20 @@ class ResumableTrainerMixin:
         for key in ("seed", "rng_states"):
             if key not in keys:
                 keys.append(key)
+
+    def check_has_batches(self) -> None:
+        """Refuse to train on a data loader without batches (MONAI's ``Workflow.run`` would warn, train nothing and
+        return, leaving an earlier run's checkpoints in place as if they were new).
+
+        Raises:
+            ValueError: naming the causes (an empty training split; fewer cases than a batch with ``drop_last``).
+        """
+        check_has_batches(
+            self,
+            "the training data loader",
+            "Give it at least one batch: a non-empty training split, and with drop_last=True at least batch_size "
+            "cases (per rank under DDP).",
+        )
 
     def iteration_seed(self, iteration: int, stream: str = "iteration") -> int:
         """The seed of ``iteration`` on this rank for a named random ``stream``."""

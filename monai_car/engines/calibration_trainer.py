@@ -162,7 +162,13 @@ class CalibrationTrainer(ResumableTrainerMixin, SupervisedTrainer):
             attach_progress_bar(self, [CommonKeys.LOSS])
 
     def run(self) -> None:  # type: ignore[override]
-        """Train (MONAI's ``Trainer.run`` would replace the AMP grad scaler, which is part of the checkpoint)."""
+        """Train (MONAI's ``Trainer.run`` would replace the AMP grad scaler, which is part of the checkpoint).
+
+        Raises:
+            ValueError: the data loader yields no batches (an empty training split, or fewer cases than a batch
+                with ``drop_last=True``).
+        """
+        self.check_has_batches()
         Workflow.run(self)
 
     def get_checkpoint_dict(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:

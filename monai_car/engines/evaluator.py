@@ -20,7 +20,7 @@ from monai_car.utils.rng import derive_seed
 from monai_car.utils.validation import check_non_negative_int, check_positive_int
 
 from .metric_handlers import default_car_metrics
-from .utils import as_plain, attach_progress_bar, check_batch, usable_cases
+from .utils import as_plain, attach_progress_bar, check_batch, check_has_batches, usable_cases
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -168,6 +168,20 @@ class CAREvaluator(Evaluator):
             self._register_handlers(val_handlers)
         if progress_bar:
             attach_progress_bar(self)
+
+    def run(self, global_epoch: int = 1) -> None:  # type: ignore[override]
+        """Evaluate (``global_epoch``: the trainer's epoch when validating during training).
+
+        Raises:
+            ValueError: the data loader yields no batches: MONAI's evaluator would warn and return without metrics,
+                so no best model or report would be written and an earlier run's would look new.
+        """
+        check_has_batches(
+            self,
+            "the evaluation data loader",
+            "Give it at least one case: the validation or test split it reads must not be empty.",
+        )
+        super().run(global_epoch)
 
     def _sync_network(self, engine: Engine) -> None:
         """Under DDP, give every rank rank 0's weights and buffers (DDP keeps parameters equal, but batch-norm

@@ -327,7 +327,13 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         return merge_checkpoint_entries(own, extra)
 
     def run(self) -> None:  # type: ignore[override]
-        """Train (MONAI's ``Trainer.run`` would replace the AMP grad scaler, which is part of the checkpoint)."""
+        """Train (MONAI's ``Trainer.run`` would replace the AMP grad scaler, which is part of the checkpoint).
+
+        Raises:
+            ValueError: the data loader yields no batches (an empty training split, or fewer cases than a batch
+                with ``drop_last=True``).
+        """
+        self.check_has_batches()
         Workflow.run(self)
 
     # --- one iteration ----------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ __all__ = [
     "attach_progress_bar",
     "case_names",
     "check_batch",
+    "check_has_batches",
     "frozen_parameters",
     "merge_checkpoint_entries",
     "record_skipped",
@@ -219,6 +220,27 @@ def check_batch(
                 for i in non_binary.nonzero().flatten().tolist():
                     add(i, f"the graders' masks ({labels_key!r}) are not binary 0/1")
     return BatchCheck(names, problems)
+
+
+def check_has_batches(engine: Any, what: str, fix: str) -> None:
+    """Refuse to run ``engine`` over a data loader without batches (MONAI's ``Workflow.run`` warns and returns).
+
+    Such a run ends without error and writes nothing, so an earlier run's checkpoint, best model or report would be
+    left in place as if this run had written it.
+
+    Args:
+        engine: a MONAI workflow, before ``run``.
+        what: the data in messages (e.g. ``"the training data loader"``).
+        fix: what to do, appended to the message.
+
+    Raises:
+        ValueError: when the engine's ``epoch_length`` is 0.
+    """
+    if engine.state.epoch_length == 0:
+        raise ValueError(
+            f"{type(engine).__name__}: {what} yields no batches (epoch_length 0), so the run would do nothing and "
+            f"write nothing, leaving any earlier run's outputs in place as if they were new. {fix}"
+        )
 
 
 def select_cases(batch: Mapping, indices: Sequence[int]) -> dict:

@@ -42,6 +42,7 @@ from .uncertainty import (
     sample_variance,
     uncertainty_maps,
 )
+from .validation import check_validation_schedule
 
 __all__ = [
     "CarKeys",
@@ -51,6 +52,7 @@ __all__ = [
     "RefinementKeys",
     "all_reduce_mean",
     "capture_rng_states",
+    "check_validation_schedule",
     "derive_seed",
     "get_rank",
     "get_torch_rng_state",

@@ -22,6 +22,7 @@ __all__ = [
     "check_non_negative_int",
     "check_positive_int",
     "check_probabilities",
+    "check_validation_schedule",
 ]
 
 PROBABILITY_TOLERANCE = 1e-4
@@ -60,6 +61,35 @@ def check_non_negative_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{name} must be a non-negative int, got {value!r}.")
     return int(value)
+
+
+def check_validation_schedule(max_epochs: Any, val_interval: Any, section: str = "") -> None:
+    """Refuse a training that would never validate: ``max_epochs < val_interval``.
+
+    Validation every ``val_interval`` epochs selects and writes the best model; a run shorter than one interval
+    writes none and ends without error, leaving an earlier run's best model in place as if it were this run's. Call
+    it before training starts.
+
+    Args:
+        max_epochs: the epochs to train.
+        val_interval: validate every this many epochs.
+        section: the config section of both options, for the message (``"stage2"``: ``stage2#max_epochs`` and
+            ``stage2#val_interval``; a MONAI config expression cannot hold a ``#`` itself).
+
+    Raises:
+        ValueError: a non-positive value, or ``max_epochs < val_interval``; the message names both options.
+    """
+    prefix = f"{section}#" if section else ""
+    max_epochs_name, val_interval_name = f"{prefix}max_epochs", f"{prefix}val_interval"
+    max_epochs = check_positive_int(max_epochs, max_epochs_name)
+    val_interval = check_positive_int(val_interval, val_interval_name)
+    if max_epochs < val_interval:
+        raise ValueError(
+            f"{max_epochs_name} ({max_epochs}) is shorter than {val_interval_name} ({val_interval}): the run would "
+            "never validate, so it would select and write no best model (an earlier run's would be left as if it "
+            f"were new). Set --{val_interval_name} {max_epochs} or less, or --{max_epochs_name} {val_interval} or "
+            "more."
+        )
 
 
 def check_probabilities(

@@ -248,6 +248,30 @@ def test_a_checkpoint_without_geometry_loads_with_a_warning(trained, tmp_path):
     assert (tmp_path / "e" / "metrics.json").is_file()
 
 
+def test_an_empty_split_is_refused_before_anything_is_written(trained, tmp_path):
+    data = make_tiny_dataset(tmp_path / "data", {"training": 2, "validation": 0, "test": 0})
+    out = tmp_path / "o"
+    with pytest.raises(Exception) as excinfo:  # before stage 1 trains: no calibration.pt
+        run("training", config_file=TRAIN, **{**TINY, "dataset_dir": str(data), "output_dir": str(out)})
+    assert f"{data / 'datalist.json'}: split 'validation' is empty" in _messages(excinfo)
+    assert not (out / "models").exists()
+    overrides = {**trained["overrides"], "dataset_dir": str(data), "eval_dir": str(tmp_path / "eval")}
+    with pytest.raises(Exception) as excinfo:
+        run("evaluating", config_file=EVALUATE, **overrides)
+    assert f"{data / 'datalist.json'}: split 'test' is empty" in _messages(excinfo)
+    assert not (tmp_path / "eval").exists()
+
+
+def test_a_stage_2_shorter_than_val_interval_is_refused_before_training(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data", {"training": 2, "validation": 1, "test": 1})
+    overrides = {**TINY, "dataset_dir": str(data), "output_dir": str(tmp_path / "o"), "stage2#val_interval": 2}
+    for entry in ("training", "train_refinement"):
+        with pytest.raises(Exception) as excinfo:
+            run(entry, config_file=TRAIN, **overrides)
+        assert "stage2#max_epochs (1) is shorter than stage2#val_interval (2)" in _messages(excinfo)
+        assert not (tmp_path / "o" / "models").exists()
+
+
 def test_refinement_alone_needs_the_calibration_checkpoint(tmp_path):
     data = make_tiny_dataset(tmp_path / "data", {"training": 2, "validation": 1, "test": 1})
     with pytest.raises(Exception) as excinfo:

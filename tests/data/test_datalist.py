@@ -60,7 +60,7 @@ def test_loads_absolute_paths_and_case_ids(dataset):
         assert all(Path(p).is_absolute() and Path(p).is_file() for p in item[CarKeys.LABELS])
         assert item["patient_id"] == "LIDC-IDRI-0001" and item["slice_z"] == -12.5
     assert [i[CarKeys.CASE_ID] for i in items] == ["images_p1_n0_z-12.5", "images_p1_n0_z-10.0"]
-    assert load_car_datalist(dataset, "test") == []
+    assert load_car_datalist(dataset, "test", allow_empty=True) == []
     assert len(load_car_datalist(str(dataset), split="validation")) == 1
 
 
@@ -79,6 +79,12 @@ def test_missing_dataset_dir_says_how_to_build_one(tmp_path):
 def test_missing_datalist_names_the_file(dataset):
     with pytest.raises(FileNotFoundError, match=r"datalist_3d\.json does not exist"):
         load_car_datalist(dataset, datalist_name="datalist_3d.json")
+
+
+def test_empty_split_names_the_file_and_the_split(dataset):
+    with pytest.raises(ValueError, match=r"datalist\.json: split 'test' is empty \(cases per split: training 2, "
+                       r"validation 1, test 0\)"):  # fmt: skip
+        load_car_datalist(dataset, "test")
 
 
 def test_missing_split_lists_the_splits(dataset):

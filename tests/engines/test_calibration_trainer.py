@@ -100,3 +100,11 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert len(full) == 4 and first + second == full
     for p, q in zip(full_trainer.calibration_net.parameters(), resumed.calibration_net.parameters()):
         assert torch.equal(p, q)
+
+
+def test_an_empty_training_loader_is_an_error_not_a_silent_no_op():
+    trainer = _trainer(cases=[], shuffle=False)
+    with pytest.raises(
+        ValueError, match=r"CalibrationTrainer: the training data loader yields no batches .*batch_size"
+    ):
+        trainer.run()

@@ -178,3 +178,15 @@ def test_a_fully_skipped_batch_is_left_out_of_the_metrics():
     clean = CAREvaluator("cpu", make_loader(cases[2:], batch_size=2, shuffle=False), net, num_samples=2)
     clean.run()
     assert evaluator.state.metrics == pytest.approx(clean.state.metrics, rel=1e-6)
+
+
+def test_an_empty_split_is_an_error_and_no_best_model_is_written(tmp_path):
+    net, _ = make_networks()
+    evaluator = CAREvaluator("cpu", make_loader([], batch_size=4, shuffle=False), net, num_samples=2)
+    saver = AtomicCheckpointSaver(
+        str(tmp_path), {"model": net}, save_key_metric=True, key_metric_negative_sign=True, key_metric_filename="m.pt"
+    )
+    saver.attach(evaluator)
+    with pytest.raises(ValueError, match=r"CAREvaluator: the evaluation data loader yields no batches.*test split"):
+        evaluator.run()
+    assert not (tmp_path / "m.pt").exists()

@@ -334,3 +334,13 @@ def test_generator_update_is_a_named_tuple_of_the_logged_losses():
     assert last.fake_inputs.shape == (12, 3, 32, 32) and last.fake_logits.shape[0] == 12
     assert out["loss"] == pytest.approx(last.loss_g.item()) and out["loss_cal"] == pytest.approx(last.loss_cal.item())
     assert last.loss_g.item() == pytest.approx(10 * last.loss_adv.item() + 5 * last.loss_cal.item(), rel=1e-5)
+
+
+def test_fewer_cases_than_a_batch_with_drop_last_is_an_error():
+    from monai.data import DataLoader
+
+    trainer = _trainer()
+    trainer.data_loader = DataLoader(make_cases(3), batch_size=4, drop_last=True)
+    trainer.state.epoch_length = len(trainer.data_loader)
+    with pytest.raises(ValueError, match=r"RefinementTrainer: the training data loader yields no batches"):
+        trainer.run()

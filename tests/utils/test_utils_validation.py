@@ -11,6 +11,7 @@ from monai_car.utils.validation import (
     check_non_negative_int,
     check_positive_int,
     check_probabilities,
+    check_validation_schedule,
 )
 
 
@@ -65,3 +66,13 @@ def test_check_probabilities_keeps_the_kind_and_names_the_problem():
         check_probabilities(np.zeros((0, 2)), "p")
     with pytest.raises(TypeError, match="p must be a torch.Tensor or numpy array"):
         check_probabilities([0.5], "p")
+
+
+def test_validation_schedule_refuses_a_run_shorter_than_one_interval():
+    check_validation_schedule(4, 2)
+    check_validation_schedule(2, 2)
+    with pytest.raises(ValueError, match=r"stage2#max_epochs \(1\) is shorter than stage2#val_interval \(2\).*"
+                       r"Set --stage2#val_interval 1 or less, or --stage2#max_epochs 2 or more"):  # fmt: skip
+        check_validation_schedule(1, 2, "stage2")
+    with pytest.raises(ValueError, match="val_interval must be a positive int"):
+        check_validation_schedule(3, 0)
