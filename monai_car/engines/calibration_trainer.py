@@ -71,7 +71,8 @@ class CalibrationTrainer(ResumableTrainerMixin, SupervisedTrainer):
         seed_data: seed the data order and augmentation per epoch (needed for exact resumption).
         ddp: wrap F in ``DistributedDataParallel``; None: when a multi-process group is running.
         ddp_kwargs: extra ``DistributedDataParallel`` arguments.
-        progress_bar: show ignite's progress bar (rank 0).
+        progress_bar: show progress (rank 0): ignite's progress bar on a terminal, else a log line every 50
+            iterations and at each epoch's end (:func:`~monai_car.engines.utils.attach_progress_bar`).
         kwargs: the other arguments of :class:`monai.engines.SupervisedTrainer` (``train_handlers``, ``amp``,
             ``key_train_metric``, ``decollate`` (default False here), ...).
     """

@@ -89,7 +89,8 @@ class CAREvaluator(Evaluator):
         image_key, labels_key, case_key: batch keys.
         key_val_metric, additional_metrics: replace the default metrics (e.g. mode-weighted GED for Cityscapes).
         metric_cmp_fn: comparison of the key metric (default :func:`lower_is_better`).
-        progress_bar: show ignite's progress bar (rank 0).
+        progress_bar: show progress (rank 0): ignite's progress bar on a terminal, else a log line every 50
+            iterations and at each epoch's end (:func:`~monai_car.engines.utils.attach_progress_bar`).
         kwargs: the remaining arguments of :class:`monai.engines.Evaluator` (``val_handlers``, ``amp``,
             ``amp_kwargs``, ``mode``, ``decollate`` (default False: the output stays batch-first) ...).
     """

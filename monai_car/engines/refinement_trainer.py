@@ -157,7 +157,8 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         image_key, grader_key, labels_key, case_key: batch keys.
         ddp: wrap the trained networks in DDP; None: when a multi-process group is running.
         ddp_kwargs: extra ``DistributedDataParallel`` arguments.
-        progress_bar: show ignite's progress bar (rank 0).
+        progress_bar: show progress (rank 0): ignite's progress bar on a terminal, else a log line every 50
+            iterations and at each epoch's end (:func:`~monai_car.engines.utils.attach_progress_bar`).
         kwargs: the remaining arguments of :class:`monai.engines.Trainer` / ``Workflow`` (``train_handlers``,
             ``epoch_length``, ``amp``, ``amp_kwargs``, ``key_train_metric``, ``decollate`` (default False) ...).
     """

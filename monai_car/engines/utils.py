@@ -1,10 +1,14 @@
-"""Shared pieces of the CAR engines: batch checks naming the bad case, small adapters."""
+"""Shared pieces of the CAR engines: batch checks naming the bad case, small adapters, progress reporting."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 from monai.data import decollate_batch, list_data_collate
@@ -20,6 +24,7 @@ ProgressBar, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSIO
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = [
+    "PROGRESS_LOG_EVERY",
     "SKIP_REASON_KEY",
     "BatchCheck",
     "InvalidBatchError",
@@ -30,11 +35,16 @@ __all__ = [
     "check_batch",
     "check_has_batches",
     "frozen_parameters",
+    "is_interactive",
     "merge_checkpoint_entries",
     "record_skipped",
     "select_cases",
     "usable_cases",
 ]
+
+
+PROGRESS_LOG_EVERY = 50
+"""Iterations between progress lines when the output is not a terminal (plus one line at the end of each epoch)."""
 
 
 class InvalidBatchError(ValueError):
@@ -340,13 +350,81 @@ class _ScalarOutput:
         return shown
 
 
-def attach_progress_bar(engine: Any, keys: Sequence[str] = ()) -> None:
-    """Attach ignite's tqdm ``ProgressBar`` (rank 0 only) showing the ``keys`` of the iteration output.
+def _isatty(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and bool(stream.isatty())
+    except (AttributeError, ValueError):  # a stream without isatty, or a closed one
+        return False
 
-    The bar is closed at the end of each epoch (of an evaluator: each run).
+
+def is_interactive() -> bool:
+    """Whether progress can be drawn in place: stdout and stderr are terminals and the ``CI`` variable is unset
+    (or ``0`` / ``false``). Otherwise a progress bar's carriage-return updates pile up in the log file."""
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        return False
+    return _isatty(sys.stdout) and _isatty(sys.stderr)
+
+
+class _ProgressLines:
+    """A progress bar for logs: one line every ``every`` iterations of an epoch and one at its end, no ``\\r``.
+
+    A line goes to the engine's logger at INFO when logging is set up to show it (the bundles' ``logging.conf``:
+    stdout, beside the ``StatsHandler`` lines), else to stderr where the bar would have been drawn.
     """
+
+    def __init__(self, output_transform: _ScalarOutput | None, every: int) -> None:
+        self.output_transform = output_transform
+        self.every = every
+        self._start = time.perf_counter()
+
+    def attach(self, engine: Any) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
+
+    def _epoch_started(self, engine: Any) -> None:
+        self._start = time.perf_counter()
+
+    def _iteration_completed(self, engine: Any) -> None:
+        state = engine.state
+        length = state.epoch_length
+        i = (state.iteration - 1) % length + 1 if length else state.iteration
+        if i % self.every and i != length:
+            return
+        where = f"[{i}/{length}] {100 * i // length}%" if length else f"[{i}]"
+        line = f"{type(engine).__name__} epoch [{state.epoch}/{state.max_epochs}]: {where}"
+        values = self.output_transform(state.output) if self.output_transform is not None else {}
+        if values:
+            line += ", " + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        line += f" [{time.perf_counter() - self._start:.1f} s]"
+        logger = engine.logger
+        if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
+            logger.info(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
+def attach_progress_bar(engine: Any, keys: Sequence[str] = (), every: int | None = None) -> None:
+    """Show the progress of ``engine`` (rank 0 only), with the ``keys`` of the iteration output.
+
+    On a terminal (:func:`is_interactive`): ignite's tqdm ``ProgressBar``, closed at the end of each epoch (of an
+    evaluator: each run). Otherwise, a log line every ``every`` iterations and at the end of each epoch, e.g.
+    ``CalibrationTrainer epoch [3/30]: [35/35] 100%, loss=0.2113 [2.1 s]``: the bar's in-place updates would
+    fill a log file with carriage-return lines.
+
+    Args:
+        engine: the ignite engine.
+        keys: output keys shown (finite scalars only).
+        every: iterations between lines when not interactive (default :data:`PROGRESS_LOG_EVERY`).
+    """
+    every = PROGRESS_LOG_EVERY if every is None else every
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be a positive int, got {every!r}.")
     if not is_main_process():
         return
-    ProgressBar(persist=True).attach(
-        engine, output_transform=_ScalarOutput(keys) if keys else None, closing_event_name=Events.EPOCH_COMPLETED
-    )
+    output_transform = _ScalarOutput(keys) if keys else None
+    if is_interactive():
+        ProgressBar(persist=True).attach(
+            engine, output_transform=output_transform, closing_event_name=Events.EPOCH_COMPLETED
+        )
+    else:
+        _ProgressLines(output_transform, every).attach(engine)

@@ -41,7 +41,7 @@ def trained(tmp_path_factory) -> dict:
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", TRAIN, *cli_overrides(overrides)]
     proc = subprocess.run(cmd, cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {"data": data, "out": out, "overrides": overrides, "root": root}
+    return {"data": data, "out": out, "overrides": overrides, "root": root, "log": proc.stdout + proc.stderr}
 
 
 def test_configs_parse_and_instantiate():
@@ -103,6 +103,12 @@ def test_training_writes_checkpoints_logs_and_selects_a_model(trained):
     assert saved["geometry"] == geometry  # the tiny data set states no hu_window / in_plane_spacing
     assert stage2["geometry"] == geometry
     assert stage1["geometry"] == {k: v for k, v in geometry.items() if k not in ("noise_dim", "g_channels")}
+
+
+def test_a_log_file_gets_progress_lines_not_carriage_returns(trained):
+    assert "\r" not in trained["log"]  # the CLI's output was captured: not a terminal
+    for engine in ("CalibrationTrainer", "RefinementTrainer"):
+        assert f"{engine} epoch [1/1]: [3/3] 100%, loss=" in trained["log"], engine
 
 
 def test_evaluation_writes_metrics_report_pictures_and_sample_sets(trained):

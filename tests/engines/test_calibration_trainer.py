@@ -108,3 +108,16 @@ def test_an_empty_training_loader_is_an_error_not_a_silent_no_op():
         ValueError, match=r"CalibrationTrainer: the training data loader yields no batches .*batch_size"
     ):
         trainer.run()
+
+
+def test_progress_bar_off_a_terminal_logs_lines_instead_of_carriage_returns(capsys, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    _trainer(epochs=2, progress_bar=True).run()  # 8 cases, batch 4: 2 iterations per epoch
+    out = capsys.readouterr()
+    assert "\r" not in out.err + out.out
+    lines = [line for line in out.err.splitlines() if line.startswith("CalibrationTrainer epoch")]
+    assert [line.split(":")[0] for line in lines] == [
+        "CalibrationTrainer epoch [1/2]",
+        "CalibrationTrainer epoch [2/2]",
+    ]
+    assert all("[2/2] 100%, loss=" in line for line in lines)

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
+from ignite.engine import Engine
 from monai.data import MetaTensor, list_data_collate
 
 from monai_car.engines import LogitsForward, check_batch, select_cases
-from monai_car.engines.utils import frozen_parameters
+from monai_car.engines import utils as engine_utils
+from monai_car.engines.utils import attach_progress_bar, frozen_parameters, is_interactive
 from monai_car.utils.enums import CarKeys
 
 
@@ -75,3 +79,45 @@ def test_frozen_parameters_and_logits_forward():
     assert net.weight.grad is None and x.grad is not None and net.weight.requires_grad
     with pytest.raises(TypeError, match="forward_logits"):
         LogitsForward(net)
+
+
+def _progress_engine(every=None, keys=("loss",)):
+    engine = Engine(lambda e, b: {"loss": torch.tensor(0.25), "other": 1.0})
+    attach_progress_bar(engine, keys, every=every)
+    return engine
+
+
+def test_progress_off_a_terminal_is_periodic_lines_without_carriage_returns(capsys, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    assert not is_interactive()  # pytest captures stdout and stderr: not terminals
+    _progress_engine(every=2).run(range(5), max_epochs=2)
+    out = capsys.readouterr()
+    assert "\r" not in out.err + out.out
+    lines = out.err.strip().splitlines()
+    assert [line.split(" [", 2)[1].split("]")[0] for line in lines] == ["1/2", "1/2", "1/2", "2/2", "2/2", "2/2"]
+    assert lines[0].startswith("Engine epoch [1/2]: [2/5] 40%, loss=0.25 [") and "other" not in lines[0]
+    assert lines[2].startswith("Engine epoch [1/2]: [5/5] 100%, loss=0.25")  # the end of each epoch
+
+
+def test_progress_lines_go_to_the_log_when_logging_shows_them(caplog, capsys):
+    caplog.set_level(logging.INFO)
+    _progress_engine(keys=()).run(range(3), max_epochs=1)  # default: every 50 iterations and each epoch's end
+    assert [r.getMessage().split(" [0")[0] for r in caplog.records if "epoch [" in r.getMessage()] == [
+        "Engine epoch [1/1]: [3/3] 100%"
+    ]
+    assert capsys.readouterr().err == ""
+
+
+def test_a_terminal_gets_the_bar_unless_ci_is_set(capsys, monkeypatch):
+    monkeypatch.setattr(engine_utils, "_isatty", lambda stream: True)
+    monkeypatch.delenv("CI", raising=False)
+    assert is_interactive()
+    _progress_engine().run(range(3), max_epochs=1)
+    assert "\r" in capsys.readouterr().err  # tqdm's in-place updates
+    monkeypatch.setenv("CI", "true")
+    assert not is_interactive()
+    _progress_engine().run(range(3), max_epochs=1)
+    out = capsys.readouterr().err
+    assert "\r" not in out and "[3/3] 100%" in out
+    with pytest.raises(ValueError, match="every must be a positive int"):
+        attach_progress_bar(Engine(lambda e, b: None), every=0)
