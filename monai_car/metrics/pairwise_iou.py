@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from .utils import (
-    _FLOAT32_EXACT_INT,
+    FLOAT32_EXACT_INT,
     as_binary_masks,
     as_label_maps,
     as_plain_tensor,
@@ -31,7 +31,7 @@ __all__ = [
 
 def count_dtype(num_pixels: int) -> torch.dtype:
     """float32 counts pixels exactly up to 2**24; float64 beyond."""
-    return torch.float32 if num_pixels <= _FLOAT32_EXACT_INT else torch.float64
+    return torch.float32 if num_pixels <= FLOAT32_EXACT_INT else torch.float64
 
 
 def pairwise_intersection_union(

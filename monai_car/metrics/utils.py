@@ -13,6 +13,7 @@ from monai.utils import MetricReduction, look_up_option
 from monai_car.utils.validation import as_plain_tensor
 
 __all__ = [
+    "FLOAT32_EXACT_INT",
     "all_buffers",
     "as_binary_masks",
     "as_label_maps",
@@ -26,8 +27,8 @@ __all__ = [
     "reduce_per_image",
 ]
 
-# float32 adds integers exactly up to 2**24; larger pixel counts are accumulated in float64
-_FLOAT32_EXACT_INT = 2**24
+FLOAT32_EXACT_INT = 2**24
+"""float32 adds integers exactly up to 2**24; larger pixel counts are accumulated in float64."""
 
 
 def probabilities_to_labels(probabilities: torch.Tensor) -> torch.Tensor:
