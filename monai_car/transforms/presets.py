@@ -6,14 +6,15 @@ from collections.abc import Sequence
 
 import torch
 from monai.data import ImageReader
-from monai.transforms import Compose, EnsureTyped, LoadImaged, RandFlipd, ResizeWithPadOrCropd
+from monai.transforms import Compose, EnsureTyped, RandFlipd, ResizeWithPadOrCropd, ScaleIntensityRanged
 
 from monai_car.utils.enums import CarKeys
 
 from .graders import LoadGradersd, RandGraderd
+from .loading import NamedLoadImaged
 from .validation import ValidateCased
 
-__all__ = ["get_load_transforms", "get_train_transforms", "get_eval_transforms"]
+__all__ = ["get_load_transforms", "get_train_transforms", "get_eval_transforms", "get_inference_transforms"]
 
 
 def _spatial_size(crop_size: int | Sequence[int] | None, spatial_dims: int) -> tuple[int, ...] | None:
@@ -46,8 +47,9 @@ def get_load_transforms(
 ) -> list:
     """Load and check a case: ``IMAGE (1, *spatial)`` float32 ``MetaTensor`` and ``LABEL (R, *spatial)`` uint8.
 
-    ``LoadImaged`` (channel first) -> ``EnsureTyped`` float32 -> :class:`LoadGradersd` (checks the count against
-    ``num_graders``) -> :class:`ValidateCased`. With ``on_error="skip"`` bad cases are marked instead of raised
+    :class:`NamedLoadImaged` (MONAI's ``LoadImaged``, channel first, read errors naming the file) ->
+    ``EnsureTyped`` float32 -> :class:`LoadGradersd` (checks the count against ``num_graders``) ->
+    :class:`ValidateCased`. With ``on_error="skip"`` bad cases are marked instead of raised
     (use with :func:`monai_car.data.split_valid_cases`).
 
     Args:
@@ -65,7 +67,7 @@ def get_load_transforms(
     """
     _check_dims(spatial_dims)
     xforms: list = [
-        LoadImaged(CarKeys.IMAGE, reader=reader, image_only=True, ensure_channel_first=True),
+        NamedLoadImaged(CarKeys.IMAGE, reader=reader, image_only=True, ensure_channel_first=True),
         EnsureTyped(CarKeys.IMAGE, dtype=torch.float32, track_meta=True),
     ]
     if with_labels:
@@ -100,6 +102,7 @@ def get_train_transforms(
     pad_mode: str = "error",
     on_error: str = "raise",
     reader: ImageReader | str | None = None,
+    truncate_mode: str = "error",
 ) -> Compose:
     """Training chain: load + check, lesion-centred crop, random flip of image and graders together, one grader.
 
@@ -129,6 +132,8 @@ def get_train_transforms(
             could be stacked and a ``crop_size`` is set), for the engines to drop and report. Cleaner: drop bad
             cases before training with :func:`monai_car.data.split_valid_cases`.
         reader: MONAI image reader.
+        truncate_mode: :class:`LoadGradersd` policy for cases with more graders than ``num_graders``: ``"error"``
+            (default), or the explicit opt-in ``"first"`` (the first ``num_graders`` masks in datalist order).
     """
     _check_dims(spatial_dims)
     if not 0.0 <= flip_prob <= 1.0:
@@ -136,7 +141,7 @@ def get_train_transforms(
     if not 0 <= flip_axis < spatial_dims:
         raise ValueError(f"flip_axis must be a spatial axis in [0, {spatial_dims - 1}], got {flip_axis}.")
     size = _spatial_size(crop_size, spatial_dims)
-    xforms = get_load_transforms(spatial_dims, num_graders, True, pad_mode, "error", on_error, reader)
+    xforms = get_load_transforms(spatial_dims, num_graders, True, pad_mode, truncate_mode, on_error, reader)
     keys = [CarKeys.IMAGE, CarKeys.LABEL]
     if size is not None:
         xforms.append(ResizeWithPadOrCropd(keys, spatial_size=size, mode="constant"))
@@ -156,6 +161,7 @@ def get_eval_transforms(
     pad_mode: str = "error",
     on_error: str = "raise",
     reader: ImageReader | str | None = None,
+    truncate_mode: str = "error",
 ) -> Compose:
     """Evaluation/inference chain: load + check and the same centre crop as training, no augmentation.
 
@@ -167,7 +173,7 @@ def get_eval_transforms(
     """
     _check_dims(spatial_dims)
     size = _spatial_size(crop_size, spatial_dims)
-    xforms = get_load_transforms(spatial_dims, num_graders, with_labels, pad_mode, "error", on_error, reader)
+    xforms = get_load_transforms(spatial_dims, num_graders, with_labels, pad_mode, truncate_mode, on_error, reader)
     keys = [CarKeys.IMAGE, CarKeys.LABEL] if with_labels else [CarKeys.IMAGE]
     if size is not None:
         xforms.append(ResizeWithPadOrCropd(keys, spatial_size=size, mode="constant"))
@@ -177,3 +183,41 @@ def get_eval_transforms(
     if seed is not None:
         chain.set_random_state(seed=seed)
     return chain
+
+
+def get_inference_transforms(
+    spatial_dims: int = 2,
+    crop_size: int | Sequence[int] | None = 128,
+    hu_window: Sequence[float] | None = None,
+    reader: ImageReader | str | None = None,
+) -> Compose:
+    """Pre-processing of one unlabelled image ``{"image": path}`` for the network: MONAI's bundle ``preprocessing``.
+
+    :class:`NamedLoadImaged` (channel first) -> ``EnsureTyped`` float32 -> with ``hu_window = (low, high)``,
+    ``ScaleIntensityRanged`` from that HU window to [0, 1] (clipped) -> :class:`ValidateCased` (finite values in
+    [0, 1]) -> the centre ``crop_size`` (``ResizeWithPadOrCropd``, as in training). Every step is invertible or
+    metadata-only, so MONAI's ``Invertd`` maps a prediction back onto the input's grid.
+
+    Args:
+        spatial_dims: 2 or 3.
+        crop_size: the centre crop (int for all spatial dims, or one per dim); ``None`` keeps the full image.
+        hu_window: ``(low, high)`` in HU for CT images in Hounsfield units; ``None`` when the image is already a
+            crop in [0, 1] (the data sets' crops, windowed to [-1000, 400] HU when they were built).
+        reader: MONAI image reader.
+
+    Raises:
+        ValueError: bad ``spatial_dims``, ``crop_size`` or ``hu_window``.
+    """
+    _check_dims(spatial_dims)
+    size = _spatial_size(crop_size, spatial_dims)
+    xforms = get_load_transforms(spatial_dims, None, with_labels=False, reader=reader)
+    if hu_window is not None:
+        if isinstance(hu_window, (str, bytes)) or len(hu_window) != 2 or not float(hu_window[0]) < float(hu_window[1]):
+            raise ValueError(f"hu_window must be (low, high) in HU with low < high, or None; got {hu_window!r}.")
+        scale = ScaleIntensityRanged(
+            CarKeys.IMAGE, a_min=float(hu_window[0]), a_max=float(hu_window[1]), b_min=0.0, b_max=1.0, clip=True
+        )
+        xforms.insert(2, scale)  # before ValidateCased, which checks the [0, 1] range
+    if size is not None:
+        xforms.append(ResizeWithPadOrCropd(CarKeys.IMAGE, spatial_size=size, mode="constant"))
+    return Compose(xforms)

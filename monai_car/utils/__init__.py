@@ -11,6 +11,14 @@ from .atomic import (
     write_json_atomic,
     write_text_atomic,
 )
+from .bundle import (
+    OutputPathError,
+    UnknownOverrideError,
+    bundle_trainer,
+    check_output_dirs,
+    check_overrides,
+    prepare_bundle_run,
+)
 from .checkpoint import CheckpointKeyError, load_checkpoint, load_network_weights, save_checkpoint
 from .distributed import (
     all_reduce_mean,
@@ -45,6 +53,12 @@ from .uncertainty import (
 from .validation import check_validation_schedule
 
 __all__ = [
+    "OutputPathError",
+    "UnknownOverrideError",
+    "bundle_trainer",
+    "check_output_dirs",
+    "check_overrides",
+    "prepare_bundle_run",
     "CarKeys",
     "CheckpointGeometryError",
     "CheckpointKeyError",

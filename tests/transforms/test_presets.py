@@ -146,6 +146,9 @@ def test_load_transforms_pad_graders_and_bad_arguments(tmp_path):
         assert isinstance(info.value.__cause__, GraderCountError) and "case p has 3" in str(info.value.__cause__)
     out = Compose(get_load_transforms(num_graders=4, pad_mode="empty"))(case)  # padding is opt-in
     assert out[CarKeys.LABEL].shape == (4, 20, 20) and out[CarKeys.LABEL][3].sum() == 0
+    for chain in (get_train_transforms, get_eval_transforms):  # so is truncation, named as the error advises
+        out = chain(crop_size=16, num_graders=2, truncate_mode="first")(case)
+        assert out[CarKeys.LABEL].shape == (2, 16, 16)
     with pytest.raises(ValueError, match="spatial_dims"):
         get_train_transforms(spatial_dims=1)
     with pytest.raises(ValueError, match="crop_size"):
