@@ -144,7 +144,11 @@ def load_dicom_series(
         by_uid.setdefault(h.series_uid, []).append(h)
     if series_uid is None:
         if len(by_uid) > 1:
-            raise ValueError(f"{folder} holds {len(by_uid)} series {sorted(by_uid)}; choose one with series_uid.")
+            raise ValueError(
+                f"{folder} holds {len(by_uid)} series {sorted(by_uid)}; give a folder with one series (the LIDC "
+                "bundle's inference reads one series per study folder), or choose one with "
+                "load_dicom_series(folder, series_uid=...)."
+            )
         series_uid = next(iter(by_uid))
     if series_uid not in by_uid:
         raise ValueError(f"{folder}: no series {series_uid!r}; found {sorted(by_uid)}.")

@@ -107,7 +107,8 @@ class ResumableTrainerMixin:
         if int(state_dict["seed"]) != self.seed:
             raise ValueError(
                 f"the checkpoint was trained with seed={state_dict['seed']} but this {type(self).__name__} has "
-                f"seed={self.seed}; build the trainer with seed={state_dict['seed']} to resume the same run."
+                f"seed={self.seed}; build the trainer with seed={state_dict['seed']} (--seed {state_dict['seed']} in "
+                "the LIDC bundle) to resume the same run."
             )
         super().load_state_dict(state_dict)  # type: ignore[misc]
         restore_rng_states(state_dict["rng_states"])

@@ -275,7 +275,8 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         if use_ddp and sample_chunk_size is not None:
             raise NotImplementedError(
                 "sample_chunk_size (the two-pass G update) is not supported under DDP: its several G backward passes "
-                "per step are not synchronised as one; use sample_chunk_size=None (or chunk_size / AMP for memory)."
+                "per step are not synchronised as one; use sample_chunk_size=None (--stage2#sample_chunk_size null in "
+                "the LIDC bundle), or bound memory with AMP (--amp true) instead."
             )
         self._g_train: nn.Module = wrap_ddp(self.refinement_net, device, ddp_kwargs) if use_ddp else self.refinement_net
         self._d_train: nn.Module = wrap_ddp(self.discriminator, device, ddp_kwargs) if use_ddp else self.discriminator

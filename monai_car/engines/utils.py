@@ -91,8 +91,8 @@ class BatchCheck:
         cases = "; ".join(f"case {name!r}: {reason}" for name, reason in self.report().items())
         return (
             f"{what}: {len(self.problems)} of {len(self.names)} cases in the batch cannot be used -- {cases}. Fix or "
-            "remove these cases (the transforms' ValidateCased names them too), or set skip_invalid=True to leave "
-            "them out and report them."
+            "remove these cases in the data set (the transforms' ValidateCased names them too), or build the engine "
+            "with skip_invalid=True to leave them out and report them (a Python option; the LIDC bundle has none)."
         )
 
 

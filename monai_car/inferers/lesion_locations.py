@@ -6,9 +6,10 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
+
+from monai_car.transforms.loading import read_nifti
 
 __all__ = ["Lesion", "lesions_from_csv", "lesions_from_mask", "lesions_from_pylidc", "world_to_voxel"]
 
@@ -99,20 +100,20 @@ def lesions_from_mask(path: str | Path, reference_affine: np.ndarray | None = No
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"lesion mask {path} does not exist.")
-    img = nib.load(str(path))
-    mask = np.asarray(img.dataobj) != 0
+    data, affine = read_nifti(path, "lesion mask")
+    mask = data != 0
     if mask.ndim != 3:
         raise ValueError(f"lesion mask {path} must be a 3D volume, got shape {mask.shape}.")
-    if reference_affine is not None and not np.allclose(img.affine, reference_affine, atol=1e-3):
+    if reference_affine is not None and not np.allclose(affine, reference_affine, atol=1e-3):
         raise ValueError(f"lesion mask {path} is not on the CT's voxel grid (affines differ); resample it first.")
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
     if n == 0:
         raise ValueError(f"lesion mask {path} is empty: no lesion to sample.")
-    spacing = np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0))
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     lesions = []
     for k, box in enumerate(ndimage.find_objects(labels), start=1):
         centre_vox = np.array(ndimage.center_of_mass(labels == k))
-        centre = img.affine[:3, :3] @ centre_vox + img.affine[:3, 3]
+        centre = affine[:3, :3] @ centre_vox + affine[:3, 3]
         extent = np.array([s.stop - s.start for s in box], dtype=float) * spacing
         lesions.append(Lesion(f"lesion{k:03d}", centre, extent))
     return lesions

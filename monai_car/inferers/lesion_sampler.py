@@ -9,7 +9,6 @@ from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
-import nibabel as nib
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -17,6 +16,7 @@ from tqdm.auto import tqdm
 from monai_car.data.sample_set import SampleSet
 from monai_car.data.sample_set_io import save_nifti_atomic, save_sample_set
 from monai_car.networks.nets import CARNet
+from monai_car.transforms.loading import read_nifti
 from monai_car.utils.atomic import atomic_dir, remove_stale_staging, write_csv_atomic
 
 from .lesion_locations import Lesion, world_to_voxel
@@ -65,13 +65,12 @@ def load_ct_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         from monai_car.data.dicom import load_dicom_series
 
         return load_dicom_series(path)
-    img = nib.load(str(path))
-    data = np.asarray(img.dataobj, dtype=np.float32)
+    data, affine = read_nifti(path, "CT volume", np.float32)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise ValueError(f"{path}: expected a 3D CT volume, got shape {data.shape}.")
-    return data, np.asarray(img.affine, dtype=float)
+    return data, affine
 
 
 class LesionSampleSetPredictor:

@@ -186,7 +186,9 @@ class LoadGradersd(MapTransform):
                 self._report(
                     problems,
                     f"case {name} has {r} grader masks but num_graders={n}; list {n} masks per case in the "
-                    "datalist's 'labels', or set truncate_mode='first' to keep the first ones, or num_graders=None",
+                    "datalist's 'labels', or set num_graders to the data set's number of graders (--num_graders in "
+                    f"the LIDC bundle), or keep the first {n} with truncate_mode='first' (LoadGradersd, the "
+                    "transform presets)",
                     GraderCountError,
                 )
             return label[:n]
@@ -195,8 +197,9 @@ class LoadGradersd(MapTransform):
                 problems,
                 f"case {name} has {r} grader masks but num_graders={n}; list {n} masks per case in the datalist's "
                 "'labels' (an empty mask for each grader who did not mark the lesion, as the preprocessing builders "
-                "write), or pad explicitly with pad_mode='empty' (all-zero masks) or 'repeat', or set "
-                "num_graders=None",
+                "write), or set num_graders to the data set's number of graders (--num_graders in the LIDC bundle), "
+                "or pad explicitly with pad_mode='empty' (all-zero masks) or 'repeat' (LoadGradersd, the transform "
+                "presets)",
                 GraderCountError,
             )
         if self.pad_mode == "repeat":

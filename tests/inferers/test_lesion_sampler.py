@@ -109,3 +109,17 @@ def test_a_failed_run_leaves_the_previous_run_whole_and_a_new_run_drops_old_fold
     predictor.run([{"image": path, "lesions": [inside], "study": "b"}], out)
     assert sorted(p.name for p in out.iterdir()) == ["b"], "study a of the earlier run is not this run's"
     assert not (tmp_path / ".inference.tmp-killed").exists()
+
+
+def test_a_truncated_ct_volume_or_lesion_mask_is_named(tmp_path):
+    from monai_car.inferers import lesions_from_mask, load_ct_volume
+    from monai_car.transforms import ImageReadError
+
+    volume = np.random.default_rng(0).random((16, 16, 8), dtype=np.float32)  # incompressible: cut in the voxels
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "ct.nii.gz"))
+    data = (tmp_path / "ct.nii.gz").read_bytes()
+    (tmp_path / "bad.nii.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match=rf"cannot read CT volume {tmp_path / 'bad.nii.gz'}: EOFError"):
+        load_ct_volume(tmp_path / "bad.nii.gz")
+    with pytest.raises(ImageReadError, match="cannot read lesion mask"):
+        lesions_from_mask(tmp_path / "bad.nii.gz")

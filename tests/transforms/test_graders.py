@@ -91,8 +91,11 @@ def test_pad_and_truncate_policies(tmp_path):
     assert torch.equal(rep, base[[0, 1, 2, 0, 1]])
     first = LoadGradersd(num_graders=2, truncate_mode="first")({CarKeys.LABELS: paths})[CarKeys.LABEL]
     assert torch.equal(first, base[:2])
-    with pytest.raises(GraderCountError, match="has 3 grader masks but num_graders=2"):
+    with pytest.raises(GraderCountError, match="has 3 grader masks but num_graders=2") as excinfo:
         LoadGradersd(num_graders=2)({CarKeys.LABELS: paths})
+    # the advice names options that exist: the bundle's --num_graders, the Python truncate_mode
+    assert "--num_graders" in str(excinfo.value) and "truncate_mode='first'" in str(excinfo.value)
+    assert "num_graders=None" not in str(excinfo.value)
     with pytest.raises(GraderCountError, match="has 3 grader masks but num_graders=4"):
         LoadGradersd(num_graders=4, pad_mode="error")({CarKeys.LABELS: paths})
 
