@@ -162,3 +162,12 @@ def test_the_last_line_of_a_failed_cli_run_is_the_projects_message(data, tmp_pat
     assert last.startswith("FileNotFoundError: dataset_dir") and str(missing) in last
     last = _last_line([*args, "--dataset_dir", str(data), "--stage1#max_epoch", "2"], tmp_path)
     assert last.startswith("  --stage1#max_epoch: did you mean --stage1#max_epochs,")
+
+
+def test_docs_say_what_is_reproducible_and_nothing_points_at_a_hand_written_schema():
+    docs = (BUNDLE / "docs" / "README.md").read_text()
+    assert "bit for bit" in docs and "thread count" in docs and "a few 1e-2" in docs
+    assert "repeat to the last digit" not in docs
+    for path in (REPO / "README.md", BUNDLE / "docs" / "README.md", *REPO.glob("tests/**/*.py")):
+        if path.name != Path(__file__).name:
+            assert "bundles/schema" not in path.read_text(), path
