@@ -146,7 +146,7 @@ def test_counts_keep_the_precision_of_the_whole_image(monkeypatch):
     """Above the float32-exact pixel count the counts are float64: cropping below it must not switch precision."""
     s, y = _border_masks()
     expected = compute_ged_terms(s, y)
-    monkeypatch.setattr(pairwise_module, "_FLOAT32_EXACT_INT", 200)  # whole image 480 px > 200 > window 96 px
+    monkeypatch.setattr(pairwise_module, "FLOAT32_EXACT_INT", 200)  # whole image 480 px > 200 > window 96 px
     spy = _CountSpy(monkeypatch)
     got = compute_ged_terms(s, y)
     compute_pairwise_iou(s, y)
