@@ -67,7 +67,7 @@ def test_large_volume_path_counts_in_float64(monkeypatch):
     a = torch.rand(1, 3, 7, 7, generator=g) < 0.5
     b = torch.rand(1, 2, 7, 7, generator=g) < 0.5
     expected = compute_pairwise_iou(a, b)
-    monkeypatch.setattr(pairwise_module, "_FLOAT32_EXACT_INT", 10)
+    monkeypatch.setattr(pairwise_module, "FLOAT32_EXACT_INT", 10)
     inter, _ = pairwise_module.pairwise_intersection_union(a.flatten(2), b.flatten(2))
     assert inter.dtype == torch.float64
     torch.testing.assert_close(compute_pairwise_iou(a, b), expected)
