@@ -4,6 +4,8 @@
 - :class:`RefinementTrainer`: stage 2, G and D (F frozen or joint), a MONAI ``Trainer`` like ``AdversarialTrainer``.
 - :class:`CAREvaluator`: F once and G with S draws per case; GED, HM-IoU, soft-target ECE and the
   fidelity report of the hard samples over the whole set.
+- :class:`StageResume`: whether a stage of a multi-stage training is skipped, resumed from its latest checkpoint or
+  trained afresh (one command resumes a crashed training).
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ from .metric_handlers import (
     default_car_metrics,
 )
 from .refinement_trainer import GENERATOR_LOSSES, GeneratorUpdate, RefinementTrainer
+from .stage_resume import FRESH, RESUME, SKIP, StageResume, file_digest
 from .utils import BatchCheck, InvalidBatchError, LogitsForward, check_batch, select_cases
 
 __all__ = [
+    "FRESH",
     "GENERATOR_LOSSES",
+    "RESUME",
+    "SKIP",
     "SKIPPED_BATCH_KEY",
     "BatchCheck",
     "CAREvaluator",
@@ -44,8 +50,10 @@ __all__ = [
     "ResumableTrainerMixin",
     "SampleMeanOutput",
     "SamplesOutput",
+    "StageResume",
     "check_batch",
     "default_car_metrics",
+    "file_digest",
     "isolated_rng",
     "lower_is_better",
     "select_cases",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,34 @@ class AtomicCheckpointSaver(CheckpointSaver):
         if self._key_metric_checkpoint is None:
             raise ValueError("this saver tracks no key metric (save_key_metric=False): there is no state to save.")
         return dict(self._key_metric_checkpoint.state_dict())
+
+    @property
+    def saves_interval_checkpoints(self) -> bool:
+        """Whether this saver writes interval (epoch or iteration) checkpoints (``save_interval > 0``)."""
+        return self._interval_checkpoint is not None
+
+    def adopt_interval_checkpoint(self, path: str | os.PathLike, step: int) -> None:
+        """Count an existing interval checkpoint as one this saver wrote, so it is replaced like its own.
+
+        A run resumed from its latest epoch checkpoint starts with a new saver that knows none of the files the
+        interrupted run wrote: without this, the checkpoint it resumed from would stay beside the new ones whatever
+        ``n_saved`` says. Adopted, it is removed once ``n_saved`` newer ones are written (after the next one, with
+        ``n_saved=1``).
+
+        Args:
+            path: the checkpoint file, in this saver's ``save_dir``.
+            step: its epoch (``epoch_level=True``) or iteration: the number in its name.
+
+        Raises:
+            ValueError: this saver writes no interval checkpoints, or ``path`` is not in its folder.
+        """
+        if self._interval_checkpoint is None:
+            raise ValueError("this saver writes no interval checkpoints (save_interval=0): there is nothing to adopt.")
+        path = Path(path)
+        if path.parent.resolve() != Path(self.save_dir).resolve():
+            raise ValueError(f"{str(path)!r} is not in this saver's folder {self.save_dir!r}.")
+        saved = [(p, f) for p, f in self._interval_checkpoint.state_dict()["_saved"] if f != path.name]
+        self._interval_checkpoint.load_state_dict({"_saved": sorted([*saved, (int(step), path.name)])})
 
     def interval_completed(self, engine: Engine) -> None:
         """Save now, or, on the last iteration of an epoch, once that epoch's ``EPOCH_COMPLETED`` handlers have run."""

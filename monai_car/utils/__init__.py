@@ -19,7 +19,16 @@ from .bundle import (
     check_overrides,
     prepare_bundle_run,
 )
-from .checkpoint import CheckpointKeyError, load_checkpoint, load_network_weights, save_checkpoint
+from .checkpoint import (
+    CheckpointKeyError,
+    epoch_checkpoint_name,
+    epoch_checkpoints,
+    latest_epoch_checkpoint,
+    load_checkpoint,
+    load_network_weights,
+    read_checkpoint,
+    save_checkpoint,
+)
 from .distributed import (
     all_reduce_mean,
     get_rank,
@@ -31,7 +40,14 @@ from .distributed import (
     wrap_ddp,
 )
 from .enums import CarKeys, RefinementKeys
-from .geometry import GEOMETRY_KEY, CheckpointGeometryError, TrainingGeometry
+from .geometry import (
+    GEOMETRY_KEY,
+    SETTINGS_KEY,
+    CheckpointGeometryError,
+    CheckpointSettingsError,
+    StageSettings,
+    TrainingGeometry,
+)
 from .rng import (
     capture_rng_states,
     derive_seed,
@@ -50,7 +66,7 @@ from .uncertainty import (
     sample_variance,
     uncertainty_maps,
 )
-from .validation import check_validation_schedule
+from .validation import check_bool, check_validation_schedule
 
 __all__ = [
     "OutputPathError",
@@ -61,11 +77,15 @@ __all__ = [
     "prepare_bundle_run",
     "CarKeys",
     "CheckpointGeometryError",
+    "CheckpointSettingsError",
     "CheckpointKeyError",
     "GEOMETRY_KEY",
+    "SETTINGS_KEY",
+    "StageSettings",
     "RefinementKeys",
     "all_reduce_mean",
     "capture_rng_states",
+    "check_bool",
     "check_validation_schedule",
     "derive_seed",
     "get_rank",
@@ -75,8 +95,12 @@ __all__ = [
     "is_distributed",
     "is_main_process",
     "isolated_rng",
+    "epoch_checkpoint_name",
+    "epoch_checkpoints",
+    "latest_epoch_checkpoint",
     "load_checkpoint",
     "load_network_weights",
+    "read_checkpoint",
     "restore_rng_states",
     "save_checkpoint",
     "set_torch_rng_state",

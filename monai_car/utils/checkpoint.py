@@ -9,12 +9,17 @@
   (:class:`~monai_car.utils.geometry.TrainingGeometry`); both loaders refuse a run whose settings differ, and load a
   checkpoint written without one with a warning.
 
+- :func:`epoch_checkpoints` / :func:`latest_epoch_checkpoint` find the epoch checkpoints that MONAI's
+  ``CheckpointSaver`` (``save_interval``, ``epoch_level=True``) writes as ``<prefix>_checkpoint_epoch=<N>.pt``;
+  :func:`read_checkpoint` reads one for inspection.
+
 The random-number-generator states that checkpoints record (and seed derivation) live in :mod:`monai_car.utils.rng`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,7 +36,11 @@ from .geometry import GEOMETRY_KEY, TrainingGeometry, as_training_geometry
 __all__ = [
     "load_network_weights",
     "CheckpointKeyError",
+    "epoch_checkpoint_name",
+    "epoch_checkpoints",
+    "latest_epoch_checkpoint",
     "load_checkpoint",
+    "read_checkpoint",
     "save_checkpoint",
 ]
 
@@ -247,8 +256,66 @@ def load_network_weights(
     return network
 
 
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> Mapping[str, Any]:
+    """A checkpoint's content, read with ``torch.load(weights_only=True)`` (to inspect it, not to load objects).
+
+    Args:
+        path: the checkpoint file.
+        map_location: passed to ``torch.load``.
+        mmap: map the file's tensors instead of reading them (for a large checkpoint of which only a few entries
+            are looked at).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a torch checkpoint.
+        CheckpointKeyError: it does not hold a mapping.
+    """
+    return _read_checkpoint(path, map_location, "a dict of state dicts", mmap=mmap)[1]
+
+
+def epoch_checkpoint_name(epoch: int, prefix: str = "") -> str:
+    """The file name MONAI's ``CheckpointSaver(file_prefix=prefix, epoch_level=True)`` gives epoch ``epoch``'s
+    checkpoint of several objects: ``<prefix>_checkpoint_epoch=<epoch>.pt`` (``checkpoint_epoch=<epoch>.pt``
+    without a prefix)."""
+    return f"{prefix}_checkpoint_epoch={int(epoch)}.pt" if prefix else f"checkpoint_epoch={int(epoch)}.pt"
+
+
+def epoch_checkpoints(directory: str | os.PathLike, prefix: str = "") -> list[tuple[int, Path]]:
+    """The epoch checkpoints in ``directory`` named as :func:`epoch_checkpoint_name` names them, oldest first.
+
+    Only that exact pattern matches: another prefix's checkpoints (``stage2_...`` when looking for ``stage1_...`` or
+    for no prefix) and the hidden temporary files of an interrupted atomic write are not listed.
+
+    Args:
+        directory: the checkpoint folder (absent: no checkpoints).
+        prefix: the saver's ``file_prefix``.
+
+    Returns:
+        ``[(epoch, path), ...]`` sorted by epoch.
+    """
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str, got {type(prefix).__name__}.")
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    head = f"{re.escape(prefix)}_" if prefix else ""
+    pattern = re.compile(rf"{head}checkpoint_epoch=(\d+)\.pt")
+    found = []
+    for path in directory.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match and path.is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_epoch_checkpoint(directory: str | os.PathLike, prefix: str = "") -> tuple[int, Path] | None:
+    """The newest of :func:`epoch_checkpoints` (the highest epoch), or None when there is none."""
+    found = epoch_checkpoints(directory, prefix)
+    return found[-1] if found else None
+
+
 def _read_checkpoint(
-    path: str | os.PathLike, map_location: Any, expected: str, hint: str | None = None
+    path: str | os.PathLike, map_location: Any, expected: str, hint: str | None = None, mmap: bool = False
 ) -> tuple[str, Mapping]:
     """``(source, checkpoint)``: the file read with ``torch.load(weights_only=True)``, or a clear error.
 
@@ -262,7 +329,7 @@ def _read_checkpoint(
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist.{(' ' + hint) if hint else ''}")
     source = f"checkpoint {str(path)!r}"
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # unpickling errors have many types
         raise ValueError(f"{source} cannot be read as a torch checkpoint: {e}") from e
     if not isinstance(checkpoint, Mapping):

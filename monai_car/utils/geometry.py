@@ -7,6 +7,10 @@ entry (``"geometry"``, saved through ``state_dict()`` like a network), and when 
 :func:`~monai_car.utils.load_network_weights` / :func:`~monai_car.utils.load_checkpoint` compare it with the
 geometry of the run that loads it and refuse a mismatch, naming both values and the option to change. A checkpoint
 written before the geometry was stored loads with a warning.
+
+:class:`StageSettings` is the same kind of entry (``"settings"``) for the settings of a training stage that change its
+result without being part of the model (seed, learning rates, loss weights, the data set): a stage is only continued
+from, or skipped for, a checkpoint trained with the same ones (see :class:`monai_car.engines.StageResume`).
 """
 
 from __future__ import annotations
@@ -19,14 +23,29 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GEOMETRY_KEY", "CheckpointGeometryError", "TrainingGeometry", "as_training_geometry"]
+__all__ = [
+    "GEOMETRY_KEY",
+    "SETTINGS_KEY",
+    "CheckpointGeometryError",
+    "CheckpointSettingsError",
+    "StageSettings",
+    "TrainingGeometry",
+    "as_training_geometry",
+]
 
 GEOMETRY_KEY = "geometry"
 """The checkpoint entry holding the training geometry (a dict of plain values)."""
 
+SETTINGS_KEY = "settings"
+"""The checkpoint entry holding a training stage's settings (:class:`StageSettings`, a dict of plain values)."""
+
 
 class CheckpointGeometryError(ValueError):
     """A checkpoint was trained with other settings than the run loading it has; the message names them."""
+
+
+class CheckpointSettingsError(CheckpointGeometryError):
+    """A stage's checkpoint was trained with other stage settings (:class:`StageSettings`) than this run has."""
 
 
 def _plain(value: Any, name: str) -> Any:
@@ -89,6 +108,9 @@ class TrainingGeometry:
         ValueError: no settings.
     """
 
+    _kind = "training geometry"
+    _error: type[CheckpointGeometryError] = CheckpointGeometryError
+
     def __init__(
         self, settings: Mapping[str, Any] | None = None, sources: Mapping[str, str] | None = None, **kwargs: Any
     ) -> None:
@@ -110,7 +132,7 @@ class TrainingGeometry:
     def without(self, *names: str) -> TrainingGeometry:
         """The geometry minus ``names`` (e.g. stage 1's: F's settings, without G's ``noise_dim`` and widths)."""
         kept = {k: v for k, v in self._settings.items() if k not in names}
-        return TrainingGeometry(kept, self._sources)
+        return type(self)(kept, self._sources)
 
     def state_dict(self) -> dict[str, Any]:
         """The settings, as saved in a checkpoint."""
@@ -137,15 +159,13 @@ class TrainingGeometry:
         names = sorted(self._settings)
         if saved is None:
             warnings.warn(
-                f"{source} records no training geometry (it was written before monai-car stored one), so {names} "
-                "cannot be checked against it; make sure they are the settings it was trained with.",
+                f"{source} records no {self._kind} (an older monai-car wrote it), so {names} cannot be "
+                "checked against it; make sure they are the settings it was trained with.",
                 stacklevel=3,
             )
             return
         if not isinstance(saved, Mapping):
-            raise CheckpointGeometryError(
-                f"{source}: its {GEOMETRY_KEY!r} entry is a {type(saved).__name__}, not a dict of settings."
-            )
+            raise self._error(f"{source}: its {self._kind} entry is a {type(saved).__name__}, not a dict of settings.")
         problems, fixes = [], []
         for name in names:
             if name not in saved:
@@ -160,7 +180,7 @@ class TrainingGeometry:
                 fixes.append(f"--{name} {_cli(trained)}")
         if problems:
             fix = f"Run with the training's settings ({' '.join(fixes)})" if fixes else "Use the training's settings"
-            raise CheckpointGeometryError(
+            raise self._error(
                 f"{source} was trained with other settings than this run: {'; '.join(problems)}. {fix}, or use a "
                 "checkpoint trained with these settings."
             )
@@ -173,13 +193,60 @@ class TrainingGeometry:
             )
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, TrainingGeometry) and _same(self._settings, other._settings)
+        return type(other) is type(self) and _same(self._settings, other._settings)
 
     def __hash__(self) -> int:
         return hash(json.dumps(self._settings, sort_keys=True))
 
     def __repr__(self) -> str:
-        return f"TrainingGeometry({self._settings})"
+        return f"{type(self).__name__}({self._settings})"
+
+
+class StageSettings(TrainingGeometry):
+    """The settings of one training stage that its result depends on, beyond the model's geometry.
+
+    A checkpoint entry (:data:`SETTINGS_KEY`) like :class:`TrainingGeometry`, with the same checks: a stage's
+    checkpoints record them, and a run continues a stage from such a checkpoint, or skips a stage whose final
+    checkpoint is complete, only when its own settings are the same (a mismatch is a :class:`CheckpointSettingsError`
+    naming each setting with both values and the option to set). Names are the config options, ``#`` included
+    (``"stage2#lr_d"``), so the message says ``set --stage2#lr_d 0.0002``. Leave out what may change between a run
+    and its continuation (the number of epochs: a stage may be trained further).
+
+    Args:
+        settings: name -> value (numbers, strings, bools, None, lists of them), e.g. ``{"seed": 0, "stage2#lr_d":
+            2e-4}``.
+        sources: name -> how this run sets the value, for messages (default ``"set --<name> <trained value>"``).
+        sections: ``{section: {name: value}}``, more settings named ``<section>#<name>`` (a MONAI config cannot hold
+            a ``#`` in a key: ``{"stage2": {"lr_d": "@stage2#lr_d"}}`` is the setting ``stage2#lr_d``).
+        kwargs: more settings.
+
+    Raises:
+        TypeError: a setting that is not a plain value, or ``sections`` not a mapping of mappings.
+        ValueError: no settings, or a name given twice.
+    """
+
+    _kind = "stage settings"
+    _error = CheckpointSettingsError
+
+    def __init__(
+        self,
+        settings: Mapping[str, Any] | None = None,
+        sources: Mapping[str, str] | None = None,
+        sections: Mapping[str, Mapping[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        merged = {**dict(settings or {}), **kwargs}
+        if sections is not None and not isinstance(sections, Mapping):
+            raise TypeError(f"sections must map section names to settings, got {type(sections).__name__}.")
+        for section, values in (sections or {}).items():
+            if not isinstance(values, Mapping):
+                raise TypeError(f"sections[{section!r}] must map names to values, got {type(values).__name__}.")
+            for name, value in values.items():
+                key = f"{section}#{name}"
+                if key in merged:
+                    raise ValueError(f"stage setting {key!r} is given twice.")
+                merged[key] = value
+        super().__init__(merged, sources)
 
 
 def as_training_geometry(geometry: TrainingGeometry | Mapping[str, Any]) -> TrainingGeometry:

@@ -19,6 +19,7 @@ __all__ = [
     "PROBABILITY_TOLERANCE",
     "as_numpy",
     "as_plain_tensor",
+    "check_bool",
     "check_non_negative_int",
     "check_positive_int",
     "check_probabilities",
@@ -47,6 +48,23 @@ def as_numpy(x: object, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach()
     return np.asarray(convert_to_numpy(x))
+
+
+_TRUE_WORDS = ("true", "yes", "1")
+_FALSE_WORDS = ("false", "no", "0")
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` as a bool: a bool, ``0`` / ``1``, or one of the words ``true`` / ``false`` (also ``yes`` / ``no``,
+    any case), as ``python -m monai.bundle run ... --resume true`` passes it (python-fire turns ``True`` into a bool
+    but ``true`` into a string, and ``bool("false")`` is True); else ``ValueError`` naming ``name``."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
+        return value.strip().lower() in _TRUE_WORDS
+    raise ValueError(f"{name} must be true or false, got {value!r}.")
 
 
 def check_positive_int(value: Any, name: str) -> int:

@@ -106,3 +106,26 @@ def test_key_metric_history_survives_a_resume(tmp_path):
 def test_save_dict_is_checked():
     with pytest.raises(TypeError, match=r"save_dict\['x'\].*state_dict"):
         AtomicCheckpointSaver("/tmp", {"x": 3}, save_final=True)
+
+
+def test_an_adopted_interval_checkpoint_is_replaced_like_the_savers_own(tmp_path):
+    """A resumed run's new saver takes over the epoch checkpoint it resumed from: removed after the next one."""
+    old = tmp_path / "s_checkpoint_epoch=2.pt"
+    old.write_bytes(b"from the interrupted run")
+    engine = Engine(lambda e, b: None)
+    saver = AtomicCheckpointSaver(
+        str(tmp_path), {"net": torch.nn.Linear(1, 1), "engine": engine}, save_interval=1, n_saved=1, file_prefix="s"
+    )
+    assert saver.saves_interval_checkpoints
+    saver.adopt_interval_checkpoint(old, 2)
+    saver.adopt_interval_checkpoint(old, 2)  # adopting twice counts it once
+    saver.attach(engine)
+    engine.load_state_dict({"iteration": 2, "epoch_length": 1, "max_epochs": 3})
+    engine.run([0], max_epochs=3)
+    assert sorted(os.listdir(tmp_path)) == ["s_checkpoint_epoch=3.pt"]
+    with pytest.raises(ValueError, match="not in this saver's folder"):
+        saver.adopt_interval_checkpoint(tmp_path / "sub" / "s_checkpoint_epoch=1.pt", 1)
+    final_only = AtomicCheckpointSaver(str(tmp_path), {"net": torch.nn.Linear(1, 1)}, save_final=True)
+    assert not final_only.saves_interval_checkpoints
+    with pytest.raises(ValueError, match="save_interval=0"):
+        final_only.adopt_interval_checkpoint(old, 2)

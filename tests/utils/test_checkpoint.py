@@ -53,3 +53,41 @@ def test_failed_save_leaves_no_file(tmp_path):
     assert os.listdir(tmp_path) == ["c.pt"] and (tmp_path / "c.pt").read_bytes() == b"old"
     with pytest.raises(TypeError, match="no state_dict"):
         save_checkpoint(tmp_path / "d.pt", {"x": 1})
+
+
+def test_epoch_checkpoints_are_found_by_prefix_newest_last(tmp_path):
+    from monai_car.utils.checkpoint import epoch_checkpoint_name, epoch_checkpoints, latest_epoch_checkpoint
+
+    assert epoch_checkpoint_name(3, "stage2") == "stage2_checkpoint_epoch=3.pt"
+    assert epoch_checkpoint_name(3) == "checkpoint_epoch=3.pt"
+    for name in (
+        "stage2_checkpoint_epoch=2.pt",
+        "stage2_checkpoint_epoch=10.pt",
+        "stage1_checkpoint_epoch=30.pt",
+        "checkpoint_epoch=7.pt",
+        ".stage2_checkpoint_epoch=11.pt.tmp-0a1b2c3d",  # what a killed atomic write leaves
+        "stage2_checkpoint_epoch=x.pt",
+        "stage2_checkpoint_iteration=40.pt",
+    ):
+        (tmp_path / name).write_bytes(b"")
+    assert epoch_checkpoints(tmp_path, "stage2") == [
+        (2, tmp_path / "stage2_checkpoint_epoch=2.pt"),
+        (10, tmp_path / "stage2_checkpoint_epoch=10.pt"),
+    ]
+    assert latest_epoch_checkpoint(tmp_path, "stage1") == (30, tmp_path / "stage1_checkpoint_epoch=30.pt")
+    assert latest_epoch_checkpoint(tmp_path) == (7, tmp_path / "checkpoint_epoch=7.pt")  # no prefix: only unprefixed
+    assert latest_epoch_checkpoint(tmp_path, "stage3") is None
+    assert epoch_checkpoints(tmp_path / "absent", "stage2") == []
+
+
+def test_read_checkpoint_returns_the_content_or_a_clear_error(tmp_path):
+    from monai_car.utils.checkpoint import read_checkpoint
+
+    path = save_checkpoint(tmp_path / "c.pt", {"net": torch.nn.Linear(2, 1)})
+    for mmap in (False, True):
+        assert set(read_checkpoint(path, mmap=mmap)["net"]) == {"weight", "bias"}
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_checkpoint(tmp_path / "missing.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(CheckpointKeyError, match="holds a list"):
+        read_checkpoint(tmp_path / "list.pt")

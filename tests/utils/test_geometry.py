@@ -135,3 +135,28 @@ def test_the_best_model_saver_stores_the_geometry_and_the_resume_loader_checks_i
     ).attach(trainer)
     with pytest.raises(CheckpointGeometryError, match="crop_size: trained with 48, this run has 9"):
         trainer.run([0], max_epochs=1)
+
+
+def test_stage_settings_name_section_options_and_are_checked_when_a_checkpoint_loads(tmp_path):
+    from monai_car.utils import SETTINGS_KEY, CheckpointSettingsError, StageSettings
+
+    settings = StageSettings({"seed": 0}, sections={"stage2": {"lr_d": 1e-3, "generator_loss": "calibration"}})
+    assert settings.state_dict() == {"seed": 0, "stage2#lr_d": 1e-3, "stage2#generator_loss": "calibration"}
+    other = StageSettings({"seed": 0}, sections={"stage2": {"lr_d": 5e-4, "generator_loss": "calibration"}})
+    with pytest.raises(CheckpointSettingsError) as excinfo:
+        other.check(settings.state_dict(), "checkpoint 'refinement.pt'")
+    assert isinstance(excinfo.value, CheckpointGeometryError)  # a checkpoint that does not fit this run
+    assert "stage2#lr_d: trained with 0.001, this run has 0.0005 (set --stage2#lr_d 0.001)" in str(excinfo.value)
+    with pytest.raises(ValueError, match="'stage2#lr_d' is given twice"):
+        StageSettings({"stage2#lr_d": 1.0}, sections={"stage2": {"lr_d": 2.0}})
+    with pytest.raises(TypeError, match="sections"):
+        StageSettings({"seed": 0}, sections={"stage2": 1})
+    with pytest.warns(UserWarning, match="records no stage settings"):
+        settings.check(None)
+    assert settings != TrainingGeometry(settings.settings) and settings == StageSettings(settings.settings)
+    # a checkpoint entry checked by the strict loaders, like the geometry
+    net = torch.nn.Linear(2, 1)
+    path = save_checkpoint(tmp_path / "c.pt", {"net": net, SETTINGS_KEY: settings})
+    load_checkpoint(path, {"net": torch.nn.Linear(2, 1), SETTINGS_KEY: settings})
+    with pytest.raises(CheckpointSettingsError, match="stage2#lr_d"):
+        load_checkpoint(path, {"net": torch.nn.Linear(2, 1), SETTINGS_KEY: other})

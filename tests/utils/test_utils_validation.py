@@ -8,6 +8,7 @@ from monai.data import MetaTensor
 from monai_car.utils.validation import (
     as_numpy,
     as_plain_tensor,
+    check_bool,
     check_non_negative_int,
     check_positive_int,
     check_probabilities,
@@ -76,3 +77,13 @@ def test_validation_schedule_refuses_a_run_shorter_than_one_interval():
         check_validation_schedule(1, 2, "stage2")
     with pytest.raises(ValueError, match="val_interval must be a positive int"):
         check_validation_schedule(3, 0)
+
+
+def test_check_bool_reads_the_words_the_command_line_passes():
+    for value in (True, "true", "True", "YES", "1", 1, np.bool_(True)):
+        assert check_bool(value, "resume") is True
+    for value in (False, "false", "no", " 0 ", 0):
+        assert check_bool(value, "resume") is False
+    for bad in ("maybe", 2, None, "", 1.0):
+        with pytest.raises(ValueError, match="resume must be true or false"):
+            check_bool(bad, "resume")
