@@ -78,8 +78,14 @@ def test_network_matches_the_metadata():
 
 def test_training_writes_checkpoints_logs_and_selects_a_model(trained):
     models = trained["out"] / "models"
-    for name in ("calibration.pt", "refinement.pt", "model.pt"):
-        assert (models / name).is_file(), name
+    names = (
+        "calibration.pt",
+        "refinement.pt",
+        "model.pt",
+        "stage1_checkpoint_epoch=1.pt",
+        "stage2_checkpoint_epoch=1.pt",
+    )
+    assert sorted(p.name for p in models.iterdir()) == sorted(names)  # each stage's latest epoch checkpoint, too
     for stage in ("stage1", "stage2"):
         assert list((trained["out"] / "logs" / stage).glob("events.out.tfevents.*")), stage
     stage2 = torch.load(models / "refinement.pt", weights_only=True)
@@ -98,6 +104,12 @@ def test_training_writes_checkpoints_logs_and_selects_a_model(trained):
     assert saved["geometry"] == geometry  # the tiny data set states no hu_window / in_plane_spacing
     assert stage2["geometry"] == geometry
     assert stage1["geometry"] == {k: v for k, v in geometry.items() if k not in ("noise_dim", "g_channels")}
+    # the settings a resume must repeat (not the epochs: a stage may be trained further)
+    assert stage1["settings"]["stage1#lr"] == 1e-3 and "stage1#max_epochs" not in stage1["settings"]
+    assert {"seed", "batch_size", "datalist", "stage2#lr_d", "stage2#r1_weight", "stage2#generator_loss"} <= set(
+        stage2["settings"]
+    )
+    assert stage2["settings"]["stage2#num_samples"] == TINY["stage2#num_samples"]
 
 
 def test_a_log_file_gets_progress_lines_not_carriage_returns(trained):
@@ -144,6 +156,55 @@ def test_resume_continues_from_the_checkpoint(trained, tmp_path):
     run("train_refinement", config_file=TRAIN, **overrides)
     state = torch.load(out / "models" / "refinement.pt", weights_only=True)
     assert state["trainer"]["iteration"] == 6  # 3 iterations of epoch 1 loaded, epoch 2 trained on top
+
+
+def _model_files(models) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(models.iterdir())}
+
+
+def test_resuming_a_finished_training_skips_both_stages(trained, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(trained["out"] / "models", out / "models")
+    before = _model_files(out / "models")
+    run("training", config_file=TRAIN, **{**trained["overrides"], "output_dir": str(out), "resume": True})
+    log = "".join(capsys.readouterr())  # the bundle's logging.conf logs to stdout
+    assert "stage1 is complete in" in log and "stage2 is complete in" in log
+    assert "Engine run" not in log  # nothing trained
+    assert _model_files(out / "models") == before
+
+
+def test_a_resume_with_other_settings_is_refused_before_anything_trains(trained, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(trained["out"] / "models", out / "models")
+    before = _model_files(out / "models")
+    overrides = {**trained["overrides"], "output_dir": str(out), "resume": True, "stage2#lr_d": 0.0005}
+    with pytest.raises(Exception) as excinfo:
+        run("training", config_file=TRAIN, **overrides)
+    message = _messages(excinfo)
+    assert "CheckpointSettingsError" in message and "refinement.pt' was trained with other settings" in message
+    assert "stage2#lr_d: trained with 0.001, this run has 0.0005 (set --stage2#lr_d 0.001)" in message
+    assert "run train_refinement without --resume" in message
+    with pytest.raises(Exception) as excinfo:
+        run("training", config_file=TRAIN, **{**overrides, "stage2#lr_d": 0.001, "stage1#lr": 0.01})
+    assert "stage1#lr: trained with 0.001, this run has 0.01" in _messages(excinfo)
+    assert _model_files(out / "models") == before
+
+
+@pytest.mark.parametrize(
+    "option, value, error",
+    [
+        ("stage2#generator_loss", "l2", "generator_loss must be one of"),
+        ("stage2#calibration_estimator", "exact", "estimator must be one of"),
+        ("resume", "maybe", "resume must be true or false, got 'maybe'"),
+    ],
+)
+def test_a_bad_stage_2_option_stops_training_before_stage_1_trains(tmp_path, option, value, error):
+    data = make_tiny_dataset(tmp_path / "data", {"training": 2, "validation": 1, "test": 1})
+    overrides = {**TINY, "dataset_dir": str(data), "output_dir": str(tmp_path / "o"), option: value}
+    with pytest.raises(Exception) as excinfo:
+        run("training", config_file=TRAIN, **overrides)
+    assert error in _messages(excinfo)
+    assert not (tmp_path / "o" / "models").exists()
 
 
 def test_inference_over_a_volume_writes_world_aligned_sample_sets(trained, tmp_path):
