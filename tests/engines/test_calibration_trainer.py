@@ -110,7 +110,9 @@ def test_an_empty_training_loader_is_an_error_not_a_silent_no_op():
         trainer.run()
 
 
-def test_progress_bar_off_a_terminal_logs_lines_instead_of_carriage_returns(capsys, monkeypatch):
+def test_progress_bar_off_a_terminal_logs_lines_instead_of_carriage_returns(
+    capsys, monkeypatch, logging_not_configured
+):
     monkeypatch.delenv("CI", raising=False)
     _trainer(epochs=2, progress_bar=True).run()  # 8 cases, batch 4: 2 iterations per epoch
     out = capsys.readouterr()

@@ -87,7 +87,9 @@ def _progress_engine(every=None, keys=("loss",)):
     return engine
 
 
-def test_progress_off_a_terminal_is_periodic_lines_without_carriage_returns(capsys, monkeypatch):
+def test_progress_off_a_terminal_is_periodic_lines_without_carriage_returns(
+    capsys, monkeypatch, logging_not_configured
+):
     monkeypatch.delenv("CI", raising=False)
     assert not is_interactive()  # pytest captures stdout and stderr: not terminals
     _progress_engine(every=2).run(range(5), max_epochs=2)
@@ -108,7 +110,7 @@ def test_progress_lines_go_to_the_log_when_logging_shows_them(caplog, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_a_terminal_gets_the_bar_unless_ci_is_set(capsys, monkeypatch):
+def test_a_terminal_gets_the_bar_unless_ci_is_set(capsys, monkeypatch, logging_not_configured):
     monkeypatch.setattr(engine_utils, "_isatty", lambda stream: True)
     monkeypatch.delenv("CI", raising=False)
     assert is_interactive()
