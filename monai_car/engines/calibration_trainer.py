@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from monai_car.losses import MaskedCrossEntropyLoss
 from monai_car.utils.distributed import is_distributed, wrap_ddp
 from monai_car.utils.enums import CarKeys
+from monai_car.utils.validation import check_bool
 
 from .base import ResumableTrainerMixin
 from .utils import LogitsForward, as_plain, attach_progress_bar, check_batch, merge_checkpoint_entries, usable_cases
@@ -111,6 +112,8 @@ class CalibrationTrainer(ResumableTrainerMixin, SupervisedTrainer):
         ddp_kwargs: Mapping[str, Any] | None = None,
         progress_bar: bool = False,
     ) -> None:
+        amp, seed_data = check_bool(amp, "amp"), check_bool(seed_data, "seed_data")
+        progress_bar = check_bool(progress_bar, "progress_bar")
         if not isinstance(network, nn.Module):
             raise TypeError(f"network (F) must be a torch.nn.Module, got {type(network).__name__}.")
         if not isinstance(optimizer, Optimizer):

@@ -17,7 +17,7 @@ from monai_car.networks import CARNet
 from monai_car.utils.distributed import is_distributed
 from monai_car.utils.enums import CarKeys
 from monai_car.utils.rng import derive_seed
-from monai_car.utils.validation import check_non_negative_int, check_positive_int
+from monai_car.utils.validation import check_bool, check_non_negative_int, check_positive_int
 
 from .metric_handlers import default_car_metrics
 from .utils import as_plain, attach_progress_bar, check_batch, check_has_batches, usable_cases
@@ -129,6 +129,7 @@ class CAREvaluator(Evaluator):
         amp_kwargs: dict | None = None,
         progress_bar: bool = False,
     ) -> None:
+        amp, progress_bar = check_bool(amp, "amp"), check_bool(progress_bar, "progress_bar")
         if not isinstance(network, CARNet):
             raise TypeError(f"network must be a monai_car.networks.CARNet, got {type(network).__name__}.")
         check_positive_int(num_samples, "num_samples")

@@ -27,6 +27,7 @@ from monai_car.networks import CARNet
 from monai_car.utils.distributed import all_reduce_mean, is_distributed, wrap_ddp
 from monai_car.utils.enums import CarKeys
 from monai_car.utils.enums import RefinementKeys as K
+from monai_car.utils.validation import check_bool
 
 from .base import ResumableTrainerMixin
 from .refinement_utils import (
@@ -216,6 +217,12 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         ddp_kwargs: Mapping[str, Any] | None = None,
         progress_bar: bool = False,
     ) -> None:
+        train_calibration, shared_encoder = (
+            check_bool(train_calibration, "train_calibration"),
+            check_bool(shared_encoder, "shared_encoder"),
+        )
+        amp, seed_data = check_bool(amp, "amp"), check_bool(seed_data, "seed_data")
+        progress_bar = check_bool(progress_bar, "progress_bar")
         check_refinement_args(
             network, discriminator, g_optimizer, d_optimizer, f_optimizer, train_calibration, num_samples,
             generator_loss, discriminator_schedule, clip_grad_norm, sample_chunk_size,

@@ -344,3 +344,11 @@ def test_fewer_cases_than_a_batch_with_drop_last_is_an_error():
     trainer.state.epoch_length = len(trainer.data_loader)
     with pytest.raises(ValueError, match=r"RefinementTrainer: the training data loader yields no batches"):
         trainer.run()
+
+
+def test_bool_options_given_as_words_are_parsed_not_taken_as_truthy_strings():
+    """``python -m monai.bundle run ... --stage2#shared_encoder false`` passes the string 'false' (python-fire)."""
+    trainer = _trainer(shared_encoder="false", amp="False")
+    assert trainer.shared_encoder is False and trainer.amp is False
+    with pytest.raises(ValueError, match="shared_encoder must be true or false, got 'nope'"):
+        _trainer(shared_encoder="nope")
