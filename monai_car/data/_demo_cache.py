@@ -6,7 +6,6 @@ Shared by :mod:`monai_car.data.demo` (the 2D crops) and :mod:`monai_car.data.dem
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import shutil
@@ -19,15 +18,10 @@ import numpy as np
 
 from monai_car.utils.atomic import make_staging_dir
 
-__all__ = ["BUILD_STAMP", "asset_digest", "is_complete_build", "publish_build", "save_nifti_reproducible"]
+__all__ = ["BUILD_STAMP", "is_complete_build", "publish_build", "save_nifti_reproducible"]
 
 BUILD_STAMP = "demo_stamp.json"
 """The file in a built folder that records the parameters it was built with."""
-
-
-def asset_digest(asset: Path) -> str:
-    """The first 16 hex digits of the SHA-256 of ``asset`` (a build parameter: a new asset means a rebuild)."""
-    return hashlib.sha256(asset.read_bytes()).hexdigest()[:16]
 
 
 def is_complete_build(folder: Path, params: dict) -> bool:

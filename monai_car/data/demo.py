@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._demo_cache import asset_digest, is_complete_build, publish_build, save_nifti_reproducible
+from monai_car.utils.atomic import file_digest
+
+from ._demo_cache import is_complete_build, publish_build, save_nifti_reproducible
 from .demo_render import render_ct
 
 __all__ = [
@@ -256,7 +258,7 @@ def ensure_demo_dataset(
         raise ValueError(f"crop_size must be at least 64 (the largest demo nodule spans 64 pixels), got {crop_size}.")
     folder = demo_cache_root(cache_dir) / DEMO_DATASET_NAME
     params = {"version": 1, "crop_size": int(crop_size), "seed": int(seed), "split_seed": int(split_seed)}
-    params["asset"] = asset_digest(DEMO_ASSET) if DEMO_ASSET.is_file() else None
+    params["asset"] = file_digest(DEMO_ASSET) if DEMO_ASSET.is_file() else None
     if not force and is_complete_build(folder, params):
         return folder
     return publish_build(

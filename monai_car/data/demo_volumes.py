@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._demo_cache import asset_digest, is_complete_build, publish_build, save_nifti_reproducible
+from monai_car.utils.atomic import file_digest
+
+from ._demo_cache import is_complete_build, publish_build, save_nifti_reproducible
 from .demo import (
     NUM_GRADERS,
     DemoNodule,
@@ -154,7 +156,7 @@ def ensure_demo_volumes(
 
     folder = demo_cache_root(cache_dir) / DEMO_VOLUMES_NAME
     params = {"version": 1, "num_volumes": int(num_volumes), "seed": int(seed), "split_seed": int(split_seed)}
-    params["asset"] = asset_digest(DEMO_ASSET) if DEMO_ASSET.is_file() else None
+    params["asset"] = file_digest(DEMO_ASSET) if DEMO_ASSET.is_file() else None
     if not force and is_complete_build(folder, params):
         return folder
     return publish_build(

@@ -27,7 +27,6 @@ mismatch stops the run before anything trains.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Mapping
@@ -38,6 +37,7 @@ import torch
 
 from monai_car.handlers.checkpoint_loader import StrictCheckpointLoader
 from monai_car.handlers.checkpoint_saver import AtomicCheckpointSaver
+from monai_car.utils.atomic import file_digest
 from monai_car.utils.checkpoint import CheckpointKeyError, epoch_checkpoints, read_checkpoint
 from monai_car.utils.distributed import is_distributed, is_main_process
 from monai_car.utils.geometry import (
@@ -64,22 +64,6 @@ FRESH = "fresh"
 """The stage trains from the start."""
 
 logger = logging.getLogger(__name__)
-
-
-def file_digest(path: str | os.PathLike, length: int = 16) -> str:
-    """The first ``length`` hex digits of a file's SHA-256 (e.g. a data set's ``datalist.json``, as a stage setting).
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} does not exist.")
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[: check_positive_int(length, "length")]
 
 
 class _Checkpoint(NamedTuple):

@@ -3,6 +3,7 @@ from __future__ import annotations
 from .atomic import (
     atomic_dir,
     atomic_file,
+    file_digest,
     make_staging_dir,
     remove_stale_staging,
     replace_dir,
@@ -109,6 +110,7 @@ __all__ = [
     "wrap_ddp",
     "atomic_dir",
     "atomic_file",
+    "file_digest",
     "make_staging_dir",
     "remove_stale_staging",
     "replace_dir",

@@ -22,6 +22,7 @@ a thread creating a file between the two calls would get the temporary value.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import secrets
@@ -32,9 +33,12 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
+from .validation import check_positive_int
+
 __all__ = [
     "atomic_dir",
     "atomic_file",
+    "file_digest",
     "make_staging_dir",
     "remove_stale_staging",
     "replace_dir",
@@ -326,3 +330,19 @@ def remove_stale_staging(path: str | os.PathLike) -> list[Path]:
             _remove(stale)
             removed.append(stale)
     return removed
+
+
+def file_digest(path: str | os.PathLike, length: int = 16) -> str:
+    """The first ``length`` hex digits of a file's SHA-256 (e.g. a data set's ``datalist.json``, as a stage setting).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} does not exist.")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[: check_positive_int(length, "length")]
