@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from monai.data.utils import to_affine_nd
 
+from monai_car.metrics.utils import probabilities_to_labels
 from monai_car.utils.uncertainty import foreground_probability, uncertainty_maps
 from monai_car.utils.validation import as_numpy, check_probabilities
 
@@ -67,13 +68,12 @@ def resolve_affine(image: object, affine: object | None, spatial_dims: int) -> t
 
 
 def hard_labels(samples: np.ndarray) -> np.ndarray:
-    """``(S, K, *spatial)`` probabilities -> ``(S, *spatial)`` uint8 label maps: the argmax of each sample (ties to
-    the lowest class), or ``p >= 0.5`` for a single foreground channel."""
+    """``(S, K, *spatial)`` probabilities -> ``(S, *spatial)`` uint8 label maps by the metrics' rule
+    (:func:`monai_car.metrics.utils.probabilities_to_labels`): the argmax of each sample (ties to the lowest class), or
+    ``p >= 0.5`` for a single foreground channel."""
     if samples.ndim < 3:
         raise ValueError(f"samples must be (S, K, *spatial), got shape {samples.shape}.")
-    if samples.shape[1] == 1:
-        return (samples[:, 0] >= 0.5).astype(np.uint8)
-    return samples.argmax(axis=1).astype(np.uint8)
+    return probabilities_to_labels(torch.from_numpy(np.ascontiguousarray(samples))[None])[0].numpy().astype(np.uint8)
 
 
 @dataclass(frozen=True, eq=False)
