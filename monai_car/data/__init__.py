@@ -1,4 +1,5 @@
-"""Data for monai-car: multi-grader datalists, the embedded demo data, DICOM series reading, sample sets.
+"""Data for monai-car: multi-grader datalists, the embedded demo data, DICOM series reading, sample sets, 2D
+datalists and the official Cityscapes layout (class layout: :mod:`monai_car.data.cityscapes_classes`).
 
 The public names load their submodule on first use (PEP 562), so ``from monai_car.data.dicom_series import ...``
 (what the top-level ``preprocessing`` package does) does not load torch and MONAI through this package.
@@ -10,6 +11,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .cityscapes import (
+        CITYSCAPES_RESOLUTION,
+        CITYSCAPES_VALIDATION_CITIES,
+        QUARTER_RESOLUTION,
+        CityscapesCase,
+        build_cityscapes_datalist,
+        find_cityscapes_cases,
+        split_cityscapes_cases,
+    )
     from .datalist import DATALIST_GEOMETRY_KEYS, load_car_datalist, make_case_id, training_geometry
     from .dataset import split_valid_cases
     from .demo import DemoNodule, ensure_demo_dataset, load_demo_nodules
@@ -29,6 +39,7 @@ if TYPE_CHECKING:
     )
     from .sample_set import SampleSet, check_case_id, hard_labels, resolve_affine
     from .sample_set_io import SAMPLE_SET_FILES, atomic_case_dir, sample_set_metrics, save_nifti, save_sample_set
+    from .segmentation_2d import load_segmentation_datalist, write_segmentation_datalist
 
 _EXPORTS = {
     "DATALIST_GEOMETRY_KEYS": "datalist",
@@ -63,6 +74,16 @@ _EXPORTS = {
     "read_headers": "dicom_series",
     "read_hu": "dicom_series",
     "sort_series": "dicom_series",
+    # generic 2D path and the official Cityscapes layout (issue 15)
+    "load_segmentation_datalist": "segmentation_2d",
+    "write_segmentation_datalist": "segmentation_2d",
+    "CITYSCAPES_RESOLUTION": "cityscapes",
+    "CITYSCAPES_VALIDATION_CITIES": "cityscapes",
+    "QUARTER_RESOLUTION": "cityscapes",
+    "CityscapesCase": "cityscapes",
+    "build_cityscapes_datalist": "cityscapes",
+    "find_cityscapes_cases": "cityscapes",
+    "split_cityscapes_cases": "cityscapes",
 }
 
 __all__: list[str] = ["DATALIST_GEOMETRY_KEYS", "load_car_datalist", "make_case_id", "split_valid_cases"]
@@ -91,6 +112,17 @@ __all__ += [  # DICOM series (issue 13)
     "read_headers",
     "read_hu",
     "sort_series",
+]
+__all__ += [  # generic 2D path and the official Cityscapes layout (issue 15); class layout: .cityscapes_classes
+    "CITYSCAPES_RESOLUTION",
+    "CITYSCAPES_VALIDATION_CITIES",
+    "QUARTER_RESOLUTION",
+    "CityscapesCase",
+    "build_cityscapes_datalist",
+    "find_cityscapes_cases",
+    "load_segmentation_datalist",
+    "split_cityscapes_cases",
+    "write_segmentation_datalist",
 ]
 
 
