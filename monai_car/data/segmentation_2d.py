@@ -121,14 +121,14 @@ def load_segmentation_datalist(
         entry = f"entry {i} of split {split!r}"
         for key in required:
             if key not in item:
-                raise ValueError(f"{path}: {entry} has no {key!r} path (it has {sorted(item)}); {_FIX}.")
+                raise ValueError(f"{path}: {entry} has no '{key}' path (it has {sorted(item)}); {_FIX}.")
         item = dict(item)
         for key in DATALIST_2D_KEYS:
             if key not in item:
                 continue
             value = item[key]
             if not isinstance(value, str) or not value:
-                raise ValueError(f"{path}: {entry} has an invalid {key!r} path {value!r} (a non-empty string).")
+                raise ValueError(f"{path}: {entry} has an invalid '{key}' path {value!r} (a non-empty string).")
             full = os.path.normpath(os.path.join(root, value))  # MONAI leaves missing non-image paths relative
             if check_files and not os.path.isfile(full):
                 raise FileNotFoundError(f"{path}: {entry} names {key} {value!r}, but {full} does not exist; {_FIX}.")
@@ -190,7 +190,7 @@ def write_segmentation_datalist(
             row = dict(entry)
             for key in DATALIST_2D_KEYS:
                 if key in row:
-                    row[key] = _relative(row[key], root, f"entry {i} of split {name!r}: {key!r}")
+                    row[key] = _relative(row[key], root, f"entry {i} of split {name!r}: '{key}'")
             rows.append(row)
         content[name] = rows
     return write_json_atomic(target, content)

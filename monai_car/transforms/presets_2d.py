@@ -49,10 +49,7 @@ BLACKBOX_FORMATS = (*LABEL_FORMATS, "probabilities")
 
 
 def _spatial(x: object) -> tuple[int, ...]:
-    meta = getattr(x, "meta", None)
-    if isinstance(meta, Mapping) and meta.get("spatial_shape") is not None:
-        return tuple(int(s) for s in torch.as_tensor(meta["spatial_shape"]).tolist())
-    return tuple(x.shape[1:])  # type: ignore[attr-defined]
+    return tuple(int(s) for s in x.shape[1:])  # type: ignore[attr-defined]
 
 
 def _file(x: object) -> str:
@@ -94,7 +91,7 @@ class CheckSegmentation2Dd(MapTransform):
         image_key, label_key, bb_key = self.keys
         name = case_name(d)
         if image_key not in d:
-            raise KeyError(f"case {name} has no {image_key!r}; the datalist entry must name the image.")
+            raise KeyError(f"case {name} has no '{image_key}'; the datalist entry must name the image.")
         image = d[image_key]
         if image.ndim != 3 or image.shape[0] != self.image_channels:
             raise ValueError(
