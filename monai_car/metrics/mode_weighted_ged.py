@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,8 +64,38 @@ def _check_weights(mode_weights: object, batch: int, num_modes: int, device: tor
     return w
 
 
+def _check_ignore_index(ignore_index: object, classes: list[int]) -> int | None:
+    """``ignore_index`` as an int (or None), refusing a non-int or one of the compared classes."""
+    if ignore_index is None:
+        return None
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise ValueError(f"ignore_index must be an int label (e.g. 24, Cityscapes void) or None, got {ignore_index!r}.")
+    if int(ignore_index) in classes:
+        raise ValueError(f"ignore_index {ignore_index} is one of the compared classes {classes}; void must not be.")
+    return int(ignore_index)
+
+
+def _drop_void(
+    a: torch.Tensor, b: torch.Tensor, classes: list[int], ignore_index: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relabel the ground-truth void pixels of ``(B, N, P)`` / ``(B, M, P)`` maps to a label outside ``classes``.
+
+    A pixel is void when any mode gives it ``ignore_index``; it then counts in no per-class intersection or union of
+    any pair (sample-mode, sample-sample, mode-mode), as if removed from the image.
+    """
+    if ignore_index is None:
+        return a, b
+    void = (b == ignore_index).any(dim=1, keepdim=True)  # (B, 1, P)
+    outside = min(classes + [0]) - 1
+    return a.masked_fill(void, outside), b.masked_fill(void, outside)
+
+
 def compute_mode_weighted_ged_terms(
-    y_pred: torch.Tensor, modes: torch.Tensor, mode_weights: torch.Tensor | Sequence[float], classes: Sequence[int]
+    y_pred: torch.Tensor,
+    modes: torch.Tensor,
+    mode_weights: torch.Tensor | Sequence[float],
+    classes: Sequence[int],
+    ignore_index: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The three terms of the mode-weighted GED^2 per image (Kohl et al. 2018 appendix; CAR paper, Cityscapes).
 
@@ -79,6 +110,11 @@ def compute_mode_weighted_ged_terms(
     with ``k`` the indicator of a kept pair and all ordered pairs, ``s = s'`` and ``y = y'`` included (V-statistic).
     The weights are renormalised, so they need not sum to 1.
 
+    **Void** (Kohl et al.'s ``loss_mask``): with ``ignore_index`` set, a pixel that the image's ground truth marks
+    void (any mode gives it ``ignore_index``) is removed from every pair, sample-mode, sample-sample and mode-mode,
+    before the IoUs are counted: a sample's class there is neither a false positive nor a true positive. Without it
+    (``None``, the earlier behaviour) such a pixel counts in the sample's class union, i.e. as a false positive.
+
     **A term whose pairs are all left out is 0** (no NaN): this happens only when no map of that term holds any of
     the classes, i.e. all its maps agree on "none of the classes here", the same as ``d = 0`` for two empty masks in
     the binary convention. E.g. if neither samples nor modes contain any class, GED^2 = 0.
@@ -89,6 +125,8 @@ def compute_mode_weighted_ged_terms(
         mode_weights: ``(B, N)`` or ``(N,)`` non-negative probabilities of the modes.
         classes: the class ids to compare (e.g. the 10 switchable classes: 5 originals + 5 copies). Other labels,
             void included, are not compared.
+        ignore_index: the ground truth's void label (24 in monai-car's Cityscapes layout), whose pixels are dropped
+            from every pair; ``None`` keeps every pixel. Must not be one of ``classes``.
 
     Returns:
         ``(cross, samples, modes)``, each ``(B,)`` float32 on the inputs' device.
@@ -103,6 +141,7 @@ def compute_mode_weighted_ged_terms(
     w = _check_weights(mode_weights, modes.shape[0], modes.shape[1], modes.device)
     a = as_label_maps(y_pred, "y_pred").flatten(2)
     b = as_label_maps(modes, "modes").flatten(2)
+    a, b = _drop_void(a, b, class_ids, _check_ignore_index(ignore_index, class_ids))
 
     d_sy, k_sy = _class_averaged_distance(a, b, class_ids)
     d_ss, k_ss = _class_averaged_distance(a, None, class_ids)
@@ -114,7 +153,11 @@ def compute_mode_weighted_ged_terms(
 
 
 def compute_mode_weighted_ged(
-    y_pred: torch.Tensor, modes: torch.Tensor, mode_weights: torch.Tensor | Sequence[float], classes: Sequence[int]
+    y_pred: torch.Tensor,
+    modes: torch.Tensor,
+    mode_weights: torch.Tensor | Sequence[float],
+    classes: Sequence[int],
+    ignore_index: int | None = None,
 ) -> torch.Tensor:
     """Mode-weighted GED^2 per image: ``2 * cross - samples - modes`` of :func:`compute_mode_weighted_ged_terms`.
 
@@ -123,11 +166,12 @@ def compute_mode_weighted_ged(
         modes: ``(B, N, *spatial)`` integer label maps (ground-truth modes).
         mode_weights: ``(B, N)`` or ``(N,)`` mode probabilities.
         classes: the class ids the distance averages over (classes absent from both maps of a pair are skipped).
+        ignore_index: the ground truth's void label, dropped from every pair (None: every pixel counts).
 
     Returns:
         ``(B,)`` float32 GED^2.
     """
-    cross, samples, modes_term = compute_mode_weighted_ged_terms(y_pred, modes, mode_weights, classes)
+    cross, samples, modes_term = compute_mode_weighted_ged_terms(y_pred, modes, mode_weights, classes, ignore_index)
     return 2.0 * cross - samples - modes_term
 
 
@@ -144,6 +188,8 @@ class ModeWeightedGEDMetric(GEDTermsMetric):
         classes: the class ids the distance averages over (Cityscapes: the 10 switchable classes).
         mode_weights: default ``(N,)`` mode probabilities, used when a call gives none.
         from_probabilities: whether ``y_pred`` holds probabilities instead of label maps.
+        ignore_index: the ground truth's void label (Cityscapes: 24), dropped from every pair; None keeps every
+            pixel (see :func:`compute_mode_weighted_ged_terms`).
         reduction: MONAI reduction of the per-image values in ``aggregate`` (default ``"mean"``).
         get_not_nans: if true, ``aggregate`` returns ``(value, number of non-NaN images)``.
     """
@@ -157,9 +203,11 @@ class ModeWeightedGEDMetric(GEDTermsMetric):
         from_probabilities: bool = False,
         reduction: MetricReduction | str = MetricReduction.MEAN,
         get_not_nans: bool = False,
+        ignore_index: int | None = None,
     ) -> None:
         super().__init__()
         self.classes = check_num_classes(classes, None)
+        self.ignore_index = _check_ignore_index(ignore_index, self.classes)
         self.mode_weights = mode_weights
         self.from_probabilities = from_probabilities
         self.reduction = reduction
@@ -179,5 +227,7 @@ class ModeWeightedGEDMetric(GEDTermsMetric):
         y_pred = as_plain_tensor(y_pred, "y_pred")
         if self.from_probabilities:
             y_pred = labels_from_probabilities(y_pred, None, binary=False)
-        cross, samples, modes_term = compute_mode_weighted_ged_terms(y_pred, y, weights, self.classes)
+        cross, samples, modes_term = compute_mode_weighted_ged_terms(
+            y_pred, y, weights, self.classes, self.ignore_index
+        )
         return [2.0 * cross - samples - modes_term, cross, samples, modes_term]

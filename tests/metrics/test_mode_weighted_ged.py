@@ -149,3 +149,85 @@ def test_metric_accumulates():
         ModeWeightedGEDMetric(classes=[1, 2])(y_pred=s1, y=y1)
     with pytest.raises(ValueError, match="unexpected keyword"):
         metric(y_pred=s1, y=y1, weights=w)
+
+
+# --- ground-truth void (Kohl et al.'s loss_mask): dropped from every pair ------------------------------------------
+
+VOID = 9
+
+
+def _maps5(*rows: list[int]) -> torch.Tensor:
+    return torch.tensor(rows).reshape(1, len(rows), 1, 5)
+
+
+def _masked_loop_reference(s, y, w, classes, ignore_index) -> float:
+    """The plain-loop GED on the pixels that the ground truth does not mark void (numpy boolean indexing)."""
+    keep = ~(y == ignore_index).any(axis=0)
+    return _loop_reference(s[:, keep], y[:, keep], w, classes)
+
+
+def test_void_hand_worked_old_new_and_difference():
+    # 1 x 5 maps; pixel 4 is void in the ground truth. Modes A (class 1, w 0.75) and B (its copy 2, w 0.25).
+    modes = _maps5([1, 1, 1, 1, VOID], [2, 2, 2, 2, VOID])
+    samples = _maps5([1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [2, 2, 2, 2, 2])  # s1 and s3 paint the void pixel
+    w = [0.75, 0.25]
+    # old (void counted): d(s1,A) = 1 - 4/5, d(s3,B) = 1 - 4/5, d(s2,A) = 0, the rest 1;
+    # cross = (0.75 * 0.2 + 0.25 + 0.25 + 0.75 + 0.25 * 0.2) / 3 = 1.45 / 3;
+    # samples: d(s1,s2) = 1 - 4/5, d(s1,s3) = d(s2,s3) = 1 -> 2 * 2.2 / 9; modes: 2 * 0.75 * 0.25 = 0.375
+    old = 2 * 1.45 / 3 - 4.4 / 9 - 0.375  # = 37/360
+    # new (void dropped): s1, s2 match A exactly, s3 matches B: cross = (0.25 + 0.25 + 0.75) / 3;
+    # samples: d(s1,s2) = 0, d(s1,s3) = d(s2,s3) = 1 -> 4 / 9; modes unchanged
+    new = 2 * 1.25 / 3 - 4 / 9 - 0.375  # = 1/72
+    assert old == pytest.approx(37 / 360) and new == pytest.approx(1 / 72)
+    got_old = compute_mode_weighted_ged(samples, modes, w, [1, 2])
+    got_new = compute_mode_weighted_ged(samples, modes, w, [1, 2], ignore_index=VOID)
+    assert got_old.item() == pytest.approx(old, abs=1e-6)
+    assert got_new.item() == pytest.approx(new, abs=1e-6)
+    assert (got_old - got_new).item() == pytest.approx(4 / 45, abs=1e-6)  # the false positives on void: +0.089
+    cross, ss, yy = compute_mode_weighted_ged_terms(samples, modes, w, [1, 2], ignore_index=VOID)
+    assert (cross.item(), ss.item(), yy.item()) == pytest.approx((1.25 / 3, 4 / 9, 0.375))
+
+
+def test_void_in_any_mode_drops_the_pixel_from_every_pair():
+    # pixel 1 is void in mode B only: it leaves mode A's pair too (the image's ground truth marks it void)
+    modes = _maps5([1, 1, 0, 0, 0], [2, VOID, 0, 0, 0])
+    samples = _maps5([1, 2, 0, 0, 0])
+    got = compute_mode_weighted_ged(samples, modes, [0.5, 0.5], [1, 2], ignore_index=VOID)
+    ref = compute_mode_weighted_ged(samples[..., [0, 2, 3, 4]], modes[..., [0, 2, 3, 4]], [0.5, 0.5], [1, 2])
+    torch.testing.assert_close(got, ref)
+
+
+def test_void_random_against_masked_loop_reference():
+    g = torch.Generator().manual_seed(5)
+    s = torch.randint(0, 5, (3, 6, 5, 6), generator=g)
+    base = torch.randint(0, 5, (3, 1, 5, 6), generator=g)
+    y = torch.randint(0, 5, (3, 4, 5, 6), generator=g)
+    void = torch.rand(3, 1, 5, 6, generator=g) < 0.3
+    y = torch.where(void, VOID, y)  # void on the same pixels of every mode, as for a real ground truth
+    s[1] = torch.where(void[1], VOID, s[1])  # samples that also predict void somewhere
+    y[2, 0] = torch.where(void[2, 0], VOID, base[2, 0])
+    w = torch.rand(3, 4, generator=g)
+    classes = [1, 2, 3]
+    out = compute_mode_weighted_ged(s, y, w, classes, ignore_index=VOID)
+    ref = [
+        _masked_loop_reference(s[i].flatten(1).numpy(), y[i].flatten(1).numpy(), w[i].numpy(), classes, VOID)
+        for i in range(3)
+    ]
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-6)
+    # and the void pixels did change the value (the reference without the mask differs)
+    unmasked = [_loop_reference(s[i].numpy(), y[i].numpy(), w[i].numpy(), classes) for i in range(3)]
+    assert not np.allclose(ref, unmasked, atol=1e-3)
+
+
+def test_void_metric_and_invalid_ignore_index():
+    modes = _maps5([1, 1, 1, 1, VOID], [2, 2, 2, 2, VOID])
+    samples = _maps5([1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [2, 2, 2, 2, 2])
+    metric = ModeWeightedGEDMetric(classes=[1, 2], mode_weights=[0.75, 0.25], ignore_index=VOID)
+    metric(y_pred=samples, y=modes)
+    assert metric.aggregate().item() == pytest.approx(1 / 72, abs=1e-6)
+    with pytest.raises(ValueError, match="one of the compared classes"):
+        ModeWeightedGEDMetric(classes=[1, 2], ignore_index=2)
+    with pytest.raises(ValueError, match="ignore_index must be an int"):
+        compute_mode_weighted_ged(samples, modes, [0.5, 0.5], [1, 2], ignore_index=2.5)
+    with pytest.raises(ValueError, match="ignore_index must be an int"):
+        compute_mode_weighted_ged(samples, modes, [0.5, 0.5], [1, 2], ignore_index=True)
