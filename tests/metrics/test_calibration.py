@@ -9,6 +9,7 @@ from monai.metrics.calibration import calibration_binning
 from monai_car.metrics import (
     SoftTargetCalibrationErrorMetric,
     calibration_error_from_bins,
+    calibration_pixel_totals,
     compute_soft_target_calibration_bins,
     compute_soft_target_calibration_error,
     reliability_table_from_bins,
@@ -150,3 +151,75 @@ def test_invalid_inputs():
         SoftTargetCalibrationErrorMetric(confidence="max")
     with pytest.raises(ValueError, match=r"\(\.\.\., 3, num_bins\)"):
         calibration_error_from_bins(torch.zeros(2, 10))
+
+
+# --- the Cityscapes options ----------------------------------------------------------------------------------------
+
+
+def _cityscapes_example() -> tuple[torch.Tensor, torch.Tensor]:
+    """One 1x5 image, K = 3, classes 1 and 2 "switchable", void 5 on pixel 4 (predicted 1, but left out)."""
+    p = torch.tensor([[0.65, 0.25, 0.1], [0.1, 0.75, 0.15], [0.2, 0.25, 0.55], [0.05, 0.85, 0.1], [0.1, 0.8, 0.1]])
+    y = torch.tensor([0, 1, 1, 2, 5]).reshape(1, 1, 1, 5)
+    return p.T.reshape(1, 3, 1, 5), y
+
+
+def test_mose_cityscapes_convention_by_hand():
+    p, y = _cityscapes_example()
+    # predicted classes 0, 1, 2, 1 (+ void); agreement 1, 1, 0, 0. Errors |conf - acc| per pixel (one per bin):
+    # 0.35 (class 0), 0.25, 0.55, 0.85 (classes 1 and 2); 4 valid pixels
+    default = compute_soft_target_calibration_error(p, y, confidence="top_label", ignore_index=5)
+    assert default.item() == pytest.approx(2.0 / 4)
+    mose = compute_soft_target_calibration_error(p, y, confidence="top_label", ignore_index=5, binned_classes=[1, 2])
+    assert mose.item() == pytest.approx(1.65 / 4)  # only classes 1, 2 binned, the denominator stays all 4 pixels
+    bins = compute_soft_target_calibration_bins(p, y, confidence="top_label", ignore_index=5, binned_classes=[1, 2])
+    assert bins[0, 0].tolist() == [0, 0, 0, 0, 0, 1, 0, 1, 1, 0]  # the class-0 pixel (bin 6) is not binned
+    assert calibration_error_from_bins(bins).item() == pytest.approx(1.65 / 3)  # binned pixels only: not MoSE
+    assert calibration_pixel_totals(y, 5).tolist() == [4.0]
+    assert calibration_pixel_totals(y).tolist() == [5.0]
+
+
+def test_mose_metric_pools_the_totals():
+    p, y = _cityscapes_example()
+    metric = SoftTargetCalibrationErrorMetric(confidence="top_label", ignore_index=5, binned_classes=[1, 2])
+    metric(y_pred=p, y=y)
+    metric(y_pred=p[..., :1], y=y[..., :1])  # a second image: one pixel, predicted class 0, not binned
+    assert metric.aggregate().item() == pytest.approx(1.65 / 5)
+    assert metric.reliability_table()["count"].sum().item() == 3
+    plain = SoftTargetCalibrationErrorMetric(confidence="top_label", ignore_index=5)
+    plain(y_pred=p, y=y)
+    assert plain.aggregate().item() == pytest.approx(0.5)  # default unchanged
+
+
+def test_zero_confidence_left_out_of_every_bin_by_hand():
+    # foreground probabilities 0, 0, 0, 0.25, 0.75, 0.75; two graders: soft targets 0, 0.5, 0, 0.5, 1, 0.5
+    p = torch.tensor([0.0, 0.0, 0.0, 0.25, 0.75, 0.75]).reshape(1, 1, 1, 6)
+    y = torch.tensor([[0, 1, 0, 1, 1, 1], [0, 0, 0, 0, 1, 0]]).reshape(1, 2, 1, 6)
+    # default: the three zeros in bin 1 (|0 - 0.5 / 3| * 3 = 0.5), bin 3 |0.25 - 0.5|, bin 8 |1.5 - 1.5| -> 0.75 / 6
+    assert compute_soft_target_calibration_error(p, y).item() == pytest.approx(0.125)
+    # Guo et al.'s (lo, hi] bins: the zeros are in no bin and not counted -> 0.25 / 3
+    guo = compute_soft_target_calibration_error(p, y, zero_in_first_bin=False)
+    assert guo.item() == pytest.approx(0.25 / 3)
+    bins = compute_soft_target_calibration_bins(p, y, zero_in_first_bin=False)
+    assert bins[0, 0].tolist() == [0, 0, 1, 0, 0, 0, 0, 2, 0, 0]
+    metric = SoftTargetCalibrationErrorMetric(zero_in_first_bin=False)
+    metric(y_pred=p, y=y)
+    assert metric.aggregate().item() == pytest.approx(0.25 / 3)
+    # a confidence just above 0 still goes into the first bin
+    tiny = compute_soft_target_calibration_bins(p.clamp_min(1e-6), y, zero_in_first_bin=False)
+    assert tiny[0, 0, 0].item() == 3
+
+
+def test_cityscapes_options_validate():
+    p, y = _cityscapes_example()
+    with pytest.raises(ValueError, match="needs confidence='top_label'"):
+        SoftTargetCalibrationErrorMetric(binned_classes=[1])
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        compute_soft_target_calibration_bins(p, y, confidence="top_label", ignore_index=5, binned_classes=[])
+    with pytest.raises(ValueError, match="zero_in_first_bin must be True or False"):
+        SoftTargetCalibrationErrorMetric(zero_in_first_bin="no")
+    bins = compute_soft_target_calibration_bins(p, y, confidence="top_label", ignore_index=5)
+    with pytest.raises(ValueError, match="at least the"):
+        calibration_error_from_bins(bins, total=2.0)
+    assert calibration_error_from_bins(bins, total=torch.tensor([4.0, 4.0])).item() == pytest.approx(2.0 / 8)
+    with pytest.raises(ValueError, match=r"\(B, R, \*spatial\)"):
+        calibration_pixel_totals(torch.zeros(2, 3))
