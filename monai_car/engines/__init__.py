@@ -4,6 +4,8 @@
 - :class:`RefinementTrainer`: stage 2, G and D (F frozen or joint), a MONAI ``Trainer`` like ``AdversarialTrainer``.
 - :class:`CAREvaluator`: F once and G with S draws per case; GED, HM-IoU, soft-target ECE and the
   fidelity report of the hard samples over the whole set.
+- :func:`known_distribution_metrics`: the evaluator's metrics where the label distribution is known (mode-weighted
+  GED and its true-distribution control, per-class calibration offsets, exact-target ECE, sharpness).
 - :class:`StageResume`: whether a stage of a multi-stage training is skipped, resumed from its latest checkpoint or
   trained afresh (one command resumes a crashed training).
 """
@@ -16,6 +18,12 @@ from monai_car.utils.rng import isolated_rng  # re-exported: the engines' per-it
 from .base import ResumableTrainerMixin
 from .calibration_trainer import CalibrationTrainer
 from .evaluator import SKIPPED_BATCH_KEY, CAREvaluator, lower_is_better
+from .known_distribution_metrics import (
+    ControlSamplesOutput,
+    KnownDistributionHandler,
+    ModesOutput,
+    known_distribution_metrics,
+)
 from .metric_handlers import (
     CalibrationOutput,
     CARMetricHandler,
@@ -40,11 +48,14 @@ __all__ = [
     "CARMetricHandler",
     "CalibrationOutput",
     "CalibrationTrainer",
+    "ControlSamplesOutput",
     "FidelityMetricHandler",
     "FidelityOutput",
     "GeneratorUpdate",
     "InvalidBatchError",
+    "KnownDistributionHandler",
     "LogitsForward",
+    "ModesOutput",
     "RefinementKeys",
     "RefinementTrainer",
     "ResumableTrainerMixin",
@@ -55,6 +66,7 @@ __all__ = [
     "default_car_metrics",
     "file_digest",
     "isolated_rng",
+    "known_distribution_metrics",
     "lower_is_better",
     "select_cases",
 ]

@@ -87,7 +87,14 @@ class CAREvaluator(Evaluator):
         num_graders: the required number of graders ``R`` (None: any ``R >= 1``).
         skip_invalid: leave out and report invalid cases instead of raising.
         image_key, labels_key, case_key: batch keys.
-        key_val_metric, additional_metrics: replace the default metrics (e.g. mode-weighted GED for Cityscapes).
+        label_classes: ``K`` when ``labels_key`` holds ONE integer label map per case ``(B, 1, *spatial)`` with classes
+            in ``[0, K)`` (or ``ignore_index``), as the known-distribution data sets (Cityscapes) have, instead of the
+            stacked binary graders; checked as such.
+        ignore_index: the void label allowed in those label maps.
+        passthrough_keys: batch entries copied into the output as they are (e.g. ``"blackbox"`` for the
+            calibration offsets), when present.
+        key_val_metric, additional_metrics: replace the default metrics (e.g. mode-weighted GED for Cityscapes, see
+            :func:`~monai_car.engines.known_distribution_metrics`).
         metric_cmp_fn: comparison of the key metric (default :func:`lower_is_better`).
         progress_bar: show progress (rank 0): ignite's progress bar on a terminal, else a log line every 50
             iterations and at each epoch's end (:func:`~monai_car.engines.utils.attach_progress_bar`).
@@ -112,6 +119,9 @@ class CAREvaluator(Evaluator):
         image_key: str = CarKeys.IMAGE,
         labels_key: str = CarKeys.LABEL,
         case_key: str = CarKeys.CASE_ID,
+        label_classes: int | None = None,
+        ignore_index: int | None = None,
+        passthrough_keys: Sequence[str] = (),
         epoch_length: int | None = None,
         non_blocking: bool = False,
         iteration_update: Callable[[Engine, Any], Any] | None = None,
@@ -134,6 +144,10 @@ class CAREvaluator(Evaluator):
             raise TypeError(f"network must be a monai_car.networks.CARNet, got {type(network).__name__}.")
         check_positive_int(num_samples, "num_samples")
         check_non_negative_int(seed, "seed")
+        if label_classes is not None:
+            check_positive_int(label_classes, "label_classes")
+        if isinstance(passthrough_keys, str):
+            raise ValueError(f"passthrough_keys must be a sequence of keys, got the string {passthrough_keys!r}.")
         counts = [int(n) for n in ged_sample_counts]
         if any(n < 1 or n > num_samples for n in counts):
             raise ValueError(f"ged_sample_counts {counts} must lie in [1, num_samples={num_samples}].")
@@ -163,6 +177,8 @@ class CAREvaluator(Evaluator):
         self.num_samples, self.seed, self.chunk_size = num_samples, seed, chunk_size
         self.compute_metrics, self.num_graders, self.skip_invalid = compute_metrics, num_graders, skip_invalid
         self.image_key, self.labels_key, self.case_key = image_key, labels_key, case_key
+        self.label_classes, self.ignore_index = label_classes, ignore_index
+        self.passthrough_keys = [str(k) for k in passthrough_keys]
         self.state.skipped_cases = {}
         self.state.reliability_tables = {}
         self.add_event_handler(Events.STARTED, self._sync_network)
@@ -209,14 +225,19 @@ class CAREvaluator(Evaluator):
             raise ValueError("Must provide batch data for current iteration.")
         where = f"evaluation iteration {engine.state.iteration}"
         net = self.network.calibration_net
+        label_map = self.label_classes is not None
+        check_map = label_map and (self.compute_metrics or batchdata.get(self.labels_key) is not None)
         check = check_batch(
             batchdata,
             image_key=self.image_key,
-            labels_key=self.labels_key,
+            grader_key=self.labels_key if check_map else None,
+            labels_key=None if label_map else self.labels_key,
             require_labels=self.compute_metrics,
             in_channels=getattr(net, "in_channels", None),
             spatial_dims=getattr(net, "spatial_dims", None),
+            num_classes=self.label_classes,
             num_graders=self.num_graders,
+            ignore_index=self.ignore_index,
             case_key=self.case_key,
             where=where,
         )
@@ -245,6 +266,10 @@ class CAREvaluator(Evaluator):
         labels = batchdata.get(self.labels_key)
         if isinstance(labels, torch.Tensor):
             output[CarKeys.LABEL.value] = labels.to(device=device, non_blocking=self.non_blocking)
+        for key in self.passthrough_keys:
+            value = batchdata.get(key)
+            if value is not None:
+                output[key] = value.to(device=device) if isinstance(value, torch.Tensor) else value
         engine.state.output = output
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)

@@ -35,6 +35,7 @@ from .hungarian_matched_iou import (
     hungarian_matched_iou_from_matrix,
 )
 from .known_distribution import mode_index, mode_label_maps, switchable_modes, unflip_label
+from .known_distribution_calibration import KnownDistributionCalibrationMetric, known_distribution_targets
 from .mode_weighted_ged import ModeWeightedGEDMetric, compute_mode_weighted_ged, compute_mode_weighted_ged_terms
 from .pairwise_iou import compute_pairwise_class_iou, compute_pairwise_iou, compute_pairwise_iou_distance
 from .utils import as_plain_tensor, probabilities_to_labels, reduce_per_image
@@ -45,6 +46,7 @@ __all__ = [
     "FidelityMetric",
     "GeneralizedEnergyDistanceMetric",
     "HungarianMatchedIoUMetric",
+    "KnownDistributionCalibrationMetric",
     "ModeWeightedGEDMetric",
     "SoftTargetCalibrationErrorMetric",
     "as_plain_tensor",
@@ -65,6 +67,7 @@ __all__ = [
     "compute_soft_target_calibration_error",
     "fidelity_from_terms",
     "hungarian_matched_iou_from_matrix",
+    "known_distribution_targets",
     "mode_index",
     "mode_label_maps",
     "presence_ece_noise_floor",

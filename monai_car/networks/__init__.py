@@ -2,9 +2,19 @@ from __future__ import annotations
 
 from .blocks import NoiseInjection
 from .export import EXPORT_FORMAT, METADATA_FILE, CARSampler, export_carnet, load_exported_carnet
-from .nets import CalibrationConvNet, CalibrationSegNet, CARDiscriminator, CARNet, MultiSampleRefiner, RefinementUNet
+from .nets import (
+    BlackBoxOneHot,
+    CalibrationConvNet,
+    CalibrationSegNet,
+    CARDiscriminator,
+    CARNet,
+    MultiSampleRefiner,
+    RefinementUNet,
+    load_bundle_network,
+)
 
 __all__ = [
+    "BlackBoxOneHot",
     "CARDiscriminator",
     "CARNet",
     "CARSampler",
@@ -16,5 +26,6 @@ __all__ = [
     "NoiseInjection",
     "RefinementUNet",
     "export_carnet",
+    "load_bundle_network",
     "load_exported_carnet",
 ]

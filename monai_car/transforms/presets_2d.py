@@ -16,6 +16,7 @@ from monai.transforms import (
     AsDiscreted,
     CastToTyped,
     Compose,
+    ConcatItemsd,
     CopyItemsd,
     EnsureTyped,
     MapTransform,
@@ -197,10 +198,21 @@ def get_load_transforms_2d(
 
 
 def _finish(
-    xforms: list, with_label: bool, with_blackbox: bool, blackbox_one_hot: bool, num_classes: int, seed: int | None
+    xforms: list,
+    with_label: bool,
+    with_blackbox: bool,
+    blackbox_one_hot: bool,
+    num_classes: int,
+    seed: int | None,
+    concat_blackbox: bool = False,
 ) -> Compose:
     if with_blackbox and blackbox_one_hot:
         xforms.append(AsDiscreted(BLACKBOX_KEY, to_onehot=num_classes))
+    if concat_blackbox:
+        if not with_blackbox:
+            raise ValueError("concat_blackbox needs with_blackbox=True (a black-box prediction to concatenate).")
+        # F's input: image channels, then the prediction's channels (kept under BLACKBOX_KEY too, for the metrics)
+        xforms.append(ConcatItemsd([CarKeys.IMAGE, BLACKBOX_KEY], name=CarKeys.IMAGE, dim=0))
     if with_label:
         xforms.append(CopyItemsd(CarKeys.LABEL, names=CarKeys.GRADER_LABEL))
     chain = Compose(xforms)
@@ -210,6 +222,7 @@ def _finish(
 
 
 def _class_flips(with_label: bool, with_blackbox: bool, layout: Mapping | None) -> RandSwitchableClassFlipd:
+    """The flips of the label and (``with_blackbox``) the black-box prediction, together."""
     keys, _ = _keys(with_label, with_blackbox)
     layout = dict(layout or {})
     unknown = sorted(set(layout) - {"switchable", "copies", "probabilities"})
@@ -237,6 +250,8 @@ def get_train_transforms_2d(
     blackbox_one_hot: bool = False,
     num_classes: int = NUM_CLASSES,
     seed: int | None = 0,
+    flip_blackbox: bool = True,
+    concat_blackbox: bool = False,
 ) -> Compose:
     """Training chain: load (:func:`get_load_transforms_2d`) -> one random flip / scale / crop on all keys
     (:class:`~monai_car.transforms.spatial_2d.RandFlipScaleCropd`, label maps nearest, padding void) -> the
@@ -255,6 +270,12 @@ def get_train_transforms_2d(
             :mod:`monai_car.data.cityscapes_classes`.
         blackbox_one_hot: turn a label-map prediction into ``num_classes`` one-hot channels (F's input).
         seed: seed of every random draw (``Compose.set_random_state``); ``None`` leaves them unseeded.
+        flip_blackbox: flip the black-box prediction's classes together with the label's (default). ``False``
+            flips the label only: what the known-distribution experiment needs when the black box never predicts a
+            copy class (a segmenter of the original classes), since a prediction flipped with the label would tell
+            F the flip drawn for the image, and F would learn to copy it instead of the flip probabilities.
+        concat_blackbox: concatenate the black-box channels (one-hot or probabilities) to the image, as F's input
+            ``(3 + K, H, W)`` (the black box given as a folder of prediction maps).
     """
     keys, labels = _keys(True, with_blackbox)
     if with_blackbox and blackbox_format != "probabilities":
@@ -262,9 +283,9 @@ def get_train_transforms_2d(
     xforms = get_load_transforms_2d(True, with_blackbox, label_format, blackbox_format, spatial_size, num_classes)
     xforms.append(RandFlipScaleCropd(keys, labels, flip_prob=flip_prob, scale_range=scale_range, crop_size=crop_size))
     if class_flips:
-        xforms.append(_class_flips(True, with_blackbox, flip_layout))
+        xforms.append(_class_flips(True, with_blackbox and flip_blackbox, flip_layout))
     one_hot = blackbox_one_hot and blackbox_format != "probabilities"
-    return _finish(xforms, True, with_blackbox, one_hot, num_classes, seed)
+    return _finish(xforms, True, with_blackbox, one_hot, num_classes, seed, concat_blackbox)
 
 
 def get_eval_transforms_2d(
@@ -278,6 +299,8 @@ def get_eval_transforms_2d(
     blackbox_one_hot: bool = False,
     num_classes: int = NUM_CLASSES,
     seed: int | None = 0,
+    flip_blackbox: bool = True,
+    concat_blackbox: bool = False,
 ) -> Compose:
     """Evaluation / inference chain: load, map and resize; no spatial augmentation.
 
@@ -288,9 +311,13 @@ def get_eval_transforms_2d(
     Args: as :func:`get_train_transforms_2d`, plus ``with_label``.
     """
     xforms = get_load_transforms_2d(with_label, with_blackbox, label_format, blackbox_format, spatial_size, num_classes)
+    with_blackbox_loaded = with_blackbox
     if class_flips:
         if not (with_label or with_blackbox):
             raise ValueError("class_flips needs a label or a black-box prediction to flip.")
+        with_blackbox = with_blackbox and flip_blackbox
+        if not (with_label or with_blackbox):
+            raise ValueError("class_flips with flip_blackbox=False needs a label to flip.")
         xforms.append(_class_flips(with_label, with_blackbox, flip_layout))
     one_hot = blackbox_one_hot and blackbox_format != "probabilities"
-    return _finish(xforms, with_label, with_blackbox, one_hot, num_classes, seed)
+    return _finish(xforms, with_label, with_blackbox_loaded, one_hot, num_classes, seed, concat_blackbox)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from .black_box import BlackBoxOneHot, load_bundle_network
 from .calibration_convnet import CalibrationConvNet
 from .carnet import CARNet
 from .discriminator import CARDiscriminator
@@ -8,10 +9,12 @@ from .refinement_unet import RefinementUNet
 from .segnet import CalibrationSegNet
 
 __all__ = [
+    "BlackBoxOneHot",
     "CARDiscriminator",
     "CARNet",
     "CalibrationConvNet",
     "CalibrationSegNet",
     "MultiSampleRefiner",
     "RefinementUNet",
+    "load_bundle_network",
 ]
