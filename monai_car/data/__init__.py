@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     )
     from .sample_set import SampleSet, check_case_id, hard_labels, resolve_affine
     from .sample_set_io import SAMPLE_SET_FILES, atomic_case_dir, sample_set_metrics, save_nifti, save_sample_set
-    from .segmentation_2d import load_segmentation_datalist, write_segmentation_datalist
+    from .segmentation_2d import datalist_metadata, load_segmentation_datalist, write_segmentation_datalist
+    from .synthetic_scenes import build_synthetic_scenes, ensure_synthetic_scenes, render_scene
 
 _EXPORTS = {
     "DATALIST_GEOMETRY_KEYS": "datalist",
@@ -75,8 +76,12 @@ _EXPORTS = {
     "read_hu": "dicom_series",
     "sort_series": "dicom_series",
     # generic 2D path and the official Cityscapes layout (issue 15)
+    "datalist_metadata": "segmentation_2d",
     "load_segmentation_datalist": "segmentation_2d",
     "write_segmentation_datalist": "segmentation_2d",
+    "build_synthetic_scenes": "synthetic_scenes",
+    "ensure_synthetic_scenes": "synthetic_scenes",
+    "render_scene": "synthetic_scenes",
     "CITYSCAPES_RESOLUTION": "cityscapes",
     "CITYSCAPES_VALIDATION_CITIES": "cityscapes",
     "QUARTER_RESOLUTION": "cityscapes",
@@ -119,8 +124,12 @@ __all__ += [  # generic 2D path and the official Cityscapes layout (issue 15); c
     "QUARTER_RESOLUTION",
     "CityscapesCase",
     "build_cityscapes_datalist",
+    "build_synthetic_scenes",
+    "datalist_metadata",
+    "ensure_synthetic_scenes",
     "find_cityscapes_cases",
     "load_segmentation_datalist",
+    "render_scene",
     "split_cityscapes_cases",
     "write_segmentation_datalist",
 ]

@@ -93,7 +93,13 @@ class EvaluationReportWriter:
         num_montage_cases: montages to draw (0: none).
         num_montage_samples: samples per montage.
         view_size: show only the central ``view_size`` pixels of each montage panel (``None``: all).
+
+    Subclasses (e.g. :class:`~monai_car.handlers.KnownDistributionReportWriter`) change the pictures through
+    :attr:`reliability_pictures`, :meth:`save_case_montage`, :meth:`extra_pictures` and :meth:`fidelity_section`.
     """
+
+    #: (table name, metric name, file, what, x label, y label) of each reliability diagram drawn when present
+    reliability_pictures: tuple[tuple[str, str, str, str, str, str], ...] = _RELIABILITY_PICTURES
 
     def __init__(
         self,
@@ -165,7 +171,7 @@ class EvaluationReportWriter:
     def __call__(self, engine: Engine) -> None:
         if not is_main_process():
             return
-        from monai_car.visualize import save_montage, save_reliability_diagram
+        from monai_car.visualize import save_reliability_diagram
 
         out = self.output_dir
         out.mkdir(parents=True, exist_ok=True)
@@ -174,7 +180,7 @@ class EvaluationReportWriter:
         skipped = dict(getattr(engine.state, "skipped_cases", {}) or {})
         written: list[Path] = []
         pictures: list[tuple[str, str]] = []
-        for table, name, filename, what, xlabel, ylabel in _RELIABILITY_PICTURES:
+        for table, name, filename, what, xlabel, ylabel in self.reliability_pictures:
             if table in tables and metrics.get(name) is not None and sum(tables[table]["count"]) > 0:
                 written.append(
                     save_reliability_diagram(
@@ -187,21 +193,12 @@ class EvaluationReportWriter:
                     )
                 )
                 pictures.append((f"Reliability diagram of {what}", filename))
+        for path, caption in self.extra_pictures(out, metrics, tables):
+            written.append(path)
+            pictures.append((caption, path.name))
         for case in self._cases:
             filename = f"montage_{_safe(case['case_id'])}.png"
-            written.append(
-                save_montage(
-                    out / filename,
-                    case["image"],
-                    samples=case["samples"],
-                    calibration_probs=case["calibration_probs"],
-                    labels=case["labels"],
-                    num_samples=min(self.num_montage_samples, case["samples"].shape[0]),
-                    title=case["case_id"],
-                    view_size=self.view_size,
-                    affine=case["affine"],
-                )
-            )
+            written.append(self.save_case_montage(out / filename, case))
             pictures.append((f"Case {case['case_id']}", filename))
         num_cases = int(getattr(engine.state, "num_cases", 0) or 0) or _count_cases(engine)
         summary = {
@@ -221,6 +218,33 @@ class EvaluationReportWriter:
         self.written = written
         engine.logger.info("evaluation summary\n" + format_evaluation_summary(metrics))
 
+    def save_case_montage(self, path: Path, case: Mapping[str, Any]) -> Path:
+        """Draw one collected case (``image``, ``samples``, ``calibration_probs``, ``labels``, ``case_id``,
+        ``affine``) to ``path``: :func:`~monai_car.visualize.save_montage` here."""
+        from monai_car.visualize import save_montage
+
+        return save_montage(
+            path,
+            case["image"],
+            samples=case["samples"],
+            calibration_probs=case["calibration_probs"],
+            labels=case["labels"],
+            num_samples=min(self.num_montage_samples, case["samples"].shape[0]),
+            title=case["case_id"],
+            view_size=self.view_size,
+            affine=case["affine"],
+        )
+
+    def extra_pictures(
+        self, out: Path, metrics: Mapping[str, Any], tables: Mapping[str, Any]
+    ) -> list[tuple[Path, str]]:
+        """More pictures to write into ``out`` and show in the report, as ``[(path written, caption)]``; none here."""
+        return []
+
+    def fidelity_section(self, metrics: Mapping[str, Any]) -> list[str]:
+        """The report's fidelity section (Markdown lines; empty: no section)."""
+        return _fidelity_lines(metrics)
+
     def _markdown(self, summary: Mapping[str, Any], pictures: Sequence[tuple[str, str]]) -> str:
         lines = [f"# {self.title}", "", f"Created {summary['created']}."]
         facts = [f"{summary['num_cases']} cases", f"{summary['num_samples']} samples per case"]
@@ -229,7 +253,7 @@ class EvaluationReportWriter:
         lines += ["", ", ".join(facts) + "."]
         for key, value in self.context.items():
             lines.append(f"- {key}: {value}")
-        fidelity = _fidelity_lines(summary["metrics"])
+        fidelity = self.fidelity_section(summary["metrics"])
         if fidelity:
             lines += ["", "## Fidelity of the hard samples", ""] + fidelity
         lines += ["", "## All metrics", "", "| metric | value | meaning |", "|---|---|---|"]

@@ -41,6 +41,8 @@ def format_evaluation_summary(metrics: Mapping[str, Any]) -> str:
     """
     if not isinstance(metrics, Mapping):
         raise TypeError(f"metrics must be a mapping of names to numbers, got {type(metrics).__name__}.")
+    if "mode_ged" in metrics:
+        return _known_distribution_summary(metrics)
     geds = sorted((k for k in metrics if k.startswith("ged_") and k[4:].isdigit()), key=lambda k: int(k[4:]))
     hms = sorted((k for k in metrics if k.startswith("hm_iou_") and k[7:].isdigit()), key=lambda k: int(k[7:]))
     parts = [f"GED({k[4:]}) {_fmt(_value(metrics, k))}" for k in geds] or [f"GED {_fmt(_value(metrics, 'ged'))}"]
@@ -64,6 +66,29 @@ def format_evaluation_summary(metrics: Mapping[str, Any]) -> str:
             f"  F's fit               {_fmt(_value(metrics, 'f_fit'))} "
             "(median of F's highest foreground probability where every grader marked the lesion)",
         ]
+    return "\n".join(lines)
+
+
+def _percent(metrics: Mapping[str, Any], key: str) -> str:
+    value = _value(metrics, key)
+    return _fmt(None if value is None else 100 * value, 1)
+
+
+def _known_distribution_summary(metrics: Mapping[str, Any]) -> str:
+    """The summary of a known-distribution evaluation (:func:`~monai_car.engines.known_distribution_metrics`)."""
+    ged, control = _value(metrics, "mode_ged"), _value(metrics, "control_ged")
+    gap = None if ged is None or control is None else ged - control
+    lines = [
+        f"sample sets:  mode-weighted GED {_fmt(ged)} (true-distribution control {_fmt(control)}, "
+        f"difference {_fmt(gap)})",
+        "calibration against the known flip probabilities (offset |true - predicted|, percent):",
+        f"  F: mean {_percent(metrics, 'f_offset_mean')} %, worst {_percent(metrics, 'f_offset_worst')} %; "
+        f"G (hard samples): mean {_percent(metrics, 'g_offset_mean')} %, worst {_percent(metrics, 'g_offset_worst')} %",
+        f"  ECE (exact targets, MoSE's convention): F {_percent(metrics, 'ece_calibration')} %, "
+        f"hard samples' mean {_percent(metrics, 'ece_samples')} %",
+        f"  sample sharpness {_fmt(_value(metrics, 'sample_sharpness'))} nats "
+        "(mean entropy of G's samples on the switchable classes; 0 label-like)",
+    ]
     return "\n".join(lines)
 
 

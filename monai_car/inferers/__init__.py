@@ -3,6 +3,7 @@ from __future__ import annotations
 from .lesion_locations import Lesion, lesions_from_csv, lesions_from_mask, lesions_from_pylidc, world_to_voxel
 from .lesion_sampler import SUMMARY_COLUMNS, LesionPrediction, LesionSampleSetPredictor, load_ct_volume
 from .sampling import SAMPLING_OUTPUTS, CARSamplingInferer
+from .scene_sampler import SceneSampleWriter
 from .studies import LESION_SOURCES, build_studies, find_ct_inputs, study_id_of
 from .volume_geometry import cut_slab, reorient, slab_affine, voxel_spacing
 
@@ -17,6 +18,7 @@ __all__ = [
     "Lesion",
     "LesionPrediction",
     "LesionSampleSetPredictor",
+    "SceneSampleWriter",
     "cut_slab",
     "lesions_from_csv",
     "lesions_from_mask",

@@ -187,8 +187,8 @@ class CalibrationOffsetMetric(CumulativeIterationMetric):
     prediction (optional, see :func:`compute_calibration_offset_sums` for every definition).
 
     ``aggregate()`` returns floats: ``f_offset_mean``, ``f_offset_worst``, ``g_offset_mean``, ``g_offset_worst`` and,
-    per class, ``f_offset_<name>`` and ``g_offset_<name>`` (fractions; NaN when not measured); ``report()`` the
-    tensors of :func:`calibration_offsets_from_sums`.
+    per class, ``f_offset_<name>``, ``g_offset_<name>``, ``f_predicted_<name>`` and ``g_predicted_<name>`` (fractions;
+    NaN when not measured); ``report()`` the tensors of :func:`calibration_offsets_from_sums`.
 
     Args:
         switchable: the ``n`` original class ids (default Cityscapes trainIds 1, 11, 13, 8, 0).
@@ -256,9 +256,12 @@ class CalibrationOffsetMetric(CumulativeIterationMetric):
         return calibration_offsets_from_sums(all_buffers(self)[0], self.flip_probabilities)
 
     def aggregate(self) -> dict[str, float]:  # type: ignore[override]
-        """Mean, worst and per-class offsets of F and G as floats (fractions; multiply by 100 for percent)."""
+        """Mean, worst and per-class offsets of F and G, and their per-class predicted copy probabilities
+        (``f_predicted_<name>``, ``g_predicted_<name>``), as floats (fractions; multiply by 100 for percent)."""
         r = self.report()
         out = {f"{net}_offset_{k}": float(r[f"{net}_offset_{k}"]) for net in ("f", "g") for k in ("mean", "worst")}
-        for net in ("f", "g"):
-            out.update({f"{net}_offset_{name}": float(v) for name, v in zip(self.class_names, r[f"{net}_offset"])})
+        for kind in ("offset", "predicted"):
+            for net in ("f", "g"):
+                values = r[f"{net}_{kind}"]
+                out.update({f"{net}_{kind}_{name}": float(v) for name, v in zip(self.class_names, values)})
         return out

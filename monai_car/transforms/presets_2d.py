@@ -8,6 +8,7 @@ Output per case: ``IMAGE (3, H, W)`` float32 in [0, 1], ``LABEL (1, H, W)`` uint
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping, Sequence
 
 import torch
@@ -67,7 +68,8 @@ class CheckSegmentation2Dd(MapTransform):
       on the image's grid or already at ``target_size``.
 
     Args:
-        keys: ``(image, label, blackbox)`` keys; absent ones (label / blackbox) are skipped.
+        keys: ``(image, label, blackbox)`` keys; absent ones (label / blackbox) are skipped, and so is a label left
+            as a path (a chain that does not load labels, e.g. inference on a datalist that names them).
         image_channels: 3 for RGB.
         blackbox_channels: the channel count of a probability prediction, ``None`` for a label map.
         target_size: ``(H, W)`` the case is resized to next (``None``: no resizing).
@@ -100,7 +102,7 @@ class CheckSegmentation2Dd(MapTransform):
                 "H, W) channel first; store images as RGB (no alpha channel)."
             )
         grid = _spatial(image)
-        if label_key in d:
+        if label_key in d and not isinstance(d[label_key], (str, os.PathLike)):  # a path: not loaded (no label)
             label = d[label_key]
             if label.ndim != 3 or label.shape[0] != 1 or _spatial(label) != grid:
                 raise ValueError(

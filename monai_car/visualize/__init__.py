@@ -11,6 +11,7 @@ from .reliability import (
     reliability_table,
     save_reliability_diagram,
 )
+from .scene_montage import save_scene_montage, scene_montage_figure
 from .utils import figure_to_array, new_figure, save_figure_atomic
 
 __all__ = [
@@ -28,4 +29,6 @@ __all__ = [
     "save_montage",
     "save_sample_set_montage",
     "save_reliability_diagram",
+    "save_scene_montage",
+    "scene_montage_figure",
 ]

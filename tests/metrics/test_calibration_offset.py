@@ -89,7 +89,10 @@ def test_calibration_offset_metric_accumulates_and_reports():
     metric(y_pred=hard[:1], y=y[:1], calibration_probs=probs[:1])
     metric(y_pred=hard[1:], y=y[1:], calibration_probs=probs[1:])
     out = metric.aggregate()
-    assert set(out) == {f"{n}_offset_{k}" for n in ("f", "g") for k in ("mean", "worst", "a2", "b2")}
+    offsets = {f"{n}_offset_{k}" for n in ("f", "g") for k in ("mean", "worst", "a2", "b2")}
+    assert set(out) == offsets | {f"{n}_predicted_{k}" for n in ("f", "g") for k in ("a2", "b2")}
+    for net in ("f", "g"):  # the predicted copy probabilities are the ones the offsets were taken from
+        assert abs(P_TRUE[0] - out[f"{net}_predicted_a2"]) == pytest.approx(out[f"{net}_offset_a2"])
     assert out["f_offset_a2"] == pytest.approx(5 / 48) and out["g_offset_a2"] == pytest.approx(3 / 8)
     assert out["g_offset_mean"] == pytest.approx(3 / 16) and out["f_offset_worst"] == pytest.approx(5 / 48)
     first = CalibrationOffsetMetric(**LAYOUT, flip_probabilities=P_TRUE, num_samples=1, from_probabilities=False)

@@ -1,0 +1,143 @@
+"""The Cityscapes bundle on generated scenes: configs against MONAI's conventions, a few training iterations through
+``monai.bundle run``, the known-distribution evaluation report, per-image inference, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bundle_fixtures import cli_overrides
+from monai.bundle import ConfigParser, run
+from PIL import Image
+
+from monai_car.data import build_synthetic_scenes
+from monai_car.data.cityscapes_classes import COPY_IDS
+from monai_car.networks import CARNet, load_exported_carnet
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "cityscapes_car"
+CONFIGS = BUNDLE / "configs"
+TRAIN = str(CONFIGS / "train.json")
+EVALUATE = [TRAIN, str(CONFIGS / "evaluate.json")]
+INFERENCE = str(CONFIGS / "inference.json")
+OFFICIAL_SCHEMA = BUNDLE.parents[2] / "shared" / "data" / "monai_bundle_schema" / "meta_schema_20240725.json"
+NETWORK = {"f_hidden_channels": 4, "f_num_blocks": 1, "g_channels": [4, 8], "noise_dim": 4}
+TINY = {
+    **NETWORK,
+    "d_channels": [4, 8],
+    "crop_size": [32, 32],
+    "batch_size": 2,
+    "cache_rate": 0.0,
+    "stage1#max_epochs": 1,
+    "stage2#max_epochs": 1,
+    "stage2#num_samples": 2,
+    "stage2#val_num_samples": 3,
+    "stage2#val_interval": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("cityscapes_bundle")
+    data = build_synthetic_scenes(root / "data", 6, 2, 2, size=(32, 64))
+    out = root / "out"
+    overrides = {**TINY, "dataset_dir": str(data), "output_dir": str(out)}
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", TRAIN, *cli_overrides(overrides)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return {"data": data, "out": out, "log": proc.stdout + proc.stderr}
+
+
+def test_configs_build_the_network_inference_rebuilds_and_metadata_is_official():
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    net = parser.get_parsed_content("network_def")
+    assert isinstance(net, CARNet) and net.num_classes == 25
+    x = torch.rand(2, 28, 32, 64)  # RGB + the black box's 25 one-hot channels
+    assert net(x).shape == (2, 25, 32, 64) and net.sample(x, 2).shape == (2, 2, 25, 32, 64)
+    infer = ConfigParser()
+    infer.read_config(INFERENCE)
+    for key in ("calibration_net", "refinement_net", "network_def", "num_classes", "in_channels", "g_channels"):
+        assert infer[key] == parser[key], key
+    if not OFFICIAL_SCHEMA.is_file():
+        pytest.skip(f"MONAI's official metadata schema is not at {OFFICIAL_SCHEMA} (../shared is absent here)")
+    from monai.bundle import verify_metadata, verify_net_in_out
+
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(OFFICIAL_SCHEMA))
+    verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"), config_file=TRAIN, n=2)
+
+
+def test_training_flips_the_label_not_the_black_box(tmp_path):
+    data = build_synthetic_scenes(tmp_path / "data", 2, 1, 1, size=(32, 64))
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    parser.update({"dataset_dir": str(data), "crop_size": [32, 64]})
+    chain, cases = parser.get_parsed_content("train_transforms"), parser.get_parsed_content("train_datalist")
+    flipped_labels = 0
+    for seed in range(12):
+        chain.set_random_state(seed=seed)
+        out = chain(dict(cases[0]))
+        flipped_labels += int(np.isin(out["label"].numpy(), COPY_IDS).any())
+        assert out["image"].shape == (28, 32, 64)
+        assert out["image"][[3 + c for c in COPY_IDS]].sum() == 0  # the black box never shows a copy to F
+    assert flipped_labels > 0
+
+
+def test_training_writes_the_model_and_logs_d(trained):
+    models = trained["out"] / "models"
+    assert {"calibration.pt", "refinement.pt", "model.pt"} <= {p.name for p in models.iterdir()}
+    assert "D update phase" in trained["log"] and "mode_ged" in trained["log"]
+
+
+def test_evaluation_reports_the_known_distribution_figures(trained):
+    run("evaluating", config_file=EVALUATE, dataset_dir=str(trained["data"]), output_dir=str(trained["out"]), **TINY)
+    ev = trained["out"] / "eval"
+    metrics = json.loads((ev / "metrics.json").read_text())["metrics"]
+    for key in ("mode_ged", "control_ged", "f_offset_mean", "g_offset_worst", "ece_calibration", "sample_sharpness"):
+        assert key in metrics, key
+    assert 0.0 <= metrics["control_ged"] < metrics["mode_ged"] + 1.0
+    report = (ev / "report.md").read_text()
+    assert "mode-weighted GED" in report and "| road2 | 0.235 |" in report
+    assert {"calibration_bars.png", "reliability_calibration.png", "montage_test_0000.png"} <= {
+        p.name for p in ev.iterdir()
+    }
+
+
+def test_inference_writes_samples_and_maps_per_image(trained):
+    run("inferring", config_file=INFERENCE, dataset_dir=str(trained["data"]), output_dir=str(trained["out"]),
+        num_samples=3, **NETWORK)  # fmt: skip
+    inference = trained["out"] / "inference"
+    case = inference / "test_0000"
+    assert {"sample_00.png", "sample_02.png", "consensus.png", "entropy_samples.png", "montage.png"} <= {
+        p.name for p in case.iterdir()
+    }
+    sample = np.asarray(Image.open(case / "sample_01.png"))
+    assert sample.shape == (32, 64) and sample.max() < 25
+    rows = list(csv.DictReader(open(inference / "summary.csv")))
+    assert [r["case_id"] for r in rows] == ["test_0000", "test_0001"] and rows[0]["num_samples"] == "3"
+
+
+def test_export_runs_like_the_trained_network(trained, tmp_path):
+    path = tmp_path / "model.pt2"
+    run("exporting", config_file=INFERENCE, dataset_dir=str(trained["data"]), output_dir=str(trained["out"]),
+        export_path=str(path), **NETWORK)  # fmt: skip
+    program, meta = load_exported_carnet(path)
+    parser = ConfigParser()
+    parser.read_config(INFERENCE)
+    parser.update(NETWORK)
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(trained["out"] / "models" / "model.pt", weights_only=True)["model"])
+    net.eval()
+    x = torch.rand(1, 28, 32, 64)
+    noise = torch.randn(1, 4, meta["noise_dim"], generator=torch.Generator().manual_seed(1))
+    probs, samples = program(x, noise)
+    with torch.no_grad():
+        torch.testing.assert_close(samples, net.sample(x, 4, noise=noise), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(probs, net(x), atol=1e-5, rtol=1e-5)
