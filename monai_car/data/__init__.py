@@ -1,5 +1,5 @@
 """Data for monai-car: multi-grader datalists, the embedded demo data, DICOM series reading, sample sets, 2D
-datalists and the official Cityscapes layout (class layout: :mod:`monai_car.data.cityscapes_classes`).
+datalists and the official Cityscapes layout (class layout: :mod:`monai_car.utils.cityscapes_classes`).
 
 The public names load their submodule on first use (PEP 562), so ``from monai_car.data.dicom_series import ...``
 (what the top-level ``preprocessing`` package does) does not load torch and MONAI through this package.
@@ -118,7 +118,7 @@ __all__ += [  # DICOM series (issue 13)
     "read_hu",
     "sort_series",
 ]
-__all__ += [  # generic 2D path and the official Cityscapes layout (issue 15); class layout: .cityscapes_classes
+__all__ += [  # generic 2D path and the official Cityscapes layout (issue 15); class layout: monai_car.utils.cityscapes_classes
     "CITYSCAPES_RESOLUTION",
     "CITYSCAPES_VALIDATION_CITIES",
     "QUARTER_RESOLUTION",

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from monai_car.data.cityscapes_classes import IGNORE_INDEX, NUM_CLASSES
 from monai_car.transforms.presets_2d import BLACKBOX_FORMATS, BLACKBOX_KEY
 from monai_car.transforms.spatial_2d import check_size_2d
 from monai_car.utils.atomic import atomic_file
+from monai_car.utils.cityscapes_classes import IGNORE_INDEX, NUM_CLASSES
 from monai_car.utils.enums import CarKeys
 
 from .segmentation_2d import write_segmentation_datalist

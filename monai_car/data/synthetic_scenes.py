@@ -1,7 +1,7 @@
 """A generated street-scene data set with a known label distribution: the embedded default of the Cityscapes bundle.
 
 Each scene is a small RGB image (default 64 x 128) of a street drawn in the Cityscapes class layout
-(:mod:`monai_car.data.cityscapes_classes`): sky, a band of buildings with vegetation blobs, a sidewalk strip, the
+(:mod:`monai_car.utils.cityscapes_classes`): sky, a band of buildings with vegetation blobs, a sidewalk strip, the
 road, cars, persons, poles with traffic signs, and a void strip at the bottom (the ego vehicle). Every class is drawn
 in its Cityscapes colour with per-image brightness jitter and per-pixel texture noise, so the image tells the classes
 apart. The label maps hold the ORIGINAL classes only: the switchable classes (sidewalk, person, car, vegetation,
@@ -32,10 +32,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from monai_car.utils.cityscapes_classes import FLIP_PROBABILITIES, NUM_CLASSES, SWITCHABLE_TRAIN_IDS, VOID, class_colors
 from monai_car.utils.validation import check_positive_int
 
 from ._demo_cache import is_complete_build, publish_build
-from .cityscapes_classes import FLIP_PROBABILITIES, NUM_CLASSES, SWITCHABLE_TRAIN_IDS, VOID, class_colors
 from .demo import demo_cache_root
 from .segmentation_2d import write_segmentation_datalist
 

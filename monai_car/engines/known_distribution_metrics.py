@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_car.data.cityscapes_classes import COPY_IDS, FLIP_PROBABILITIES, IGNORE_INDEX, SWITCHABLE_TRAIN_IDS
 from monai_car.metrics import (
     CalibrationOffsetMetric,
     KnownDistributionCalibrationMetric,
@@ -32,6 +31,7 @@ from monai_car.metrics import (
     switchable_modes,
     unflip_label,
 )
+from monai_car.utils.cityscapes_classes import COPY_IDS, FLIP_PROBABILITIES, IGNORE_INDEX, SWITCHABLE_TRAIN_IDS
 from monai_car.utils.enums import CarKeys
 from monai_car.utils.rng import derive_seed
 from monai_car.utils.validation import check_non_negative_int, check_positive_int

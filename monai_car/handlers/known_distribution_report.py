@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_car.data.cityscapes_classes import COPY_NAMES, FLIP_PROBABILITIES
+from monai_car.utils.cityscapes_classes import COPY_NAMES, FLIP_PROBABILITIES
 
 from .evaluation_report import EvaluationReportWriter
 

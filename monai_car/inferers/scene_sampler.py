@@ -24,10 +24,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from monai_car.data.cityscapes_classes import COPY_IDS, COPY_NAMES, SWITCHABLE_TRAIN_IDS
 from monai_car.data.sample_set_io import atomic_case_dir
 from monai_car.networks.nets import CARNet
 from monai_car.utils.atomic import write_csv_atomic
+from monai_car.utils.cityscapes_classes import COPY_IDS, COPY_NAMES, SWITCHABLE_TRAIN_IDS
 from monai_car.utils.enums import CarKeys
 from monai_car.utils.rng import derive_seed
 from monai_car.utils.validation import as_plain_tensor, check_non_negative_int, check_positive_int

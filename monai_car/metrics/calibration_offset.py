@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from monai.metrics import CumulativeIterationMetric
 
-from monai_car.data.cityscapes_classes import COPY_IDS, COPY_NAMES, FLIP_PROBABILITIES, SWITCHABLE_TRAIN_IDS
+from monai_car.utils.cityscapes_classes import COPY_IDS, COPY_NAMES, FLIP_PROBABILITIES, SWITCHABLE_TRAIN_IDS
 
 from .known_distribution import check_flip_probabilities, check_label_map, check_switchable_layout
 from .utils import all_buffers, as_label_maps, as_plain_tensor, in_classes, probabilities_to_labels

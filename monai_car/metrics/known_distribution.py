@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from monai_car.data.cityscapes_classes import COPY_IDS, FLIP_PROBABILITIES, SWITCHABLE_TRAIN_IDS
+from monai_car.utils.cityscapes_classes import COPY_IDS, FLIP_PROBABILITIES, SWITCHABLE_TRAIN_IDS
 
 from .utils import as_label_maps, as_plain_tensor
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from monai.metrics import CumulativeIterationMetric
 
-from monai_car.data.cityscapes_classes import COPY_IDS, FLIP_PROBABILITIES, SWITCHABLE_TRAIN_IDS
+from monai_car.utils.cityscapes_classes import COPY_IDS, FLIP_PROBABILITIES, SWITCHABLE_TRAIN_IDS
 
 from .calibration import calibration_bin_sums, calibration_error_from_bins, reliability_table_from_bins
 from .known_distribution import check_flip_probabilities, check_label_map, check_switchable_layout, unflip_label

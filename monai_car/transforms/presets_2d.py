@@ -25,7 +25,7 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
-from monai_car.data.cityscapes_classes import COPY_IDS, FLIP_PROBABILITIES, NUM_CLASSES, SWITCHABLE_TRAIN_IDS
+from monai_car.utils.cityscapes_classes import COPY_IDS, FLIP_PROBABILITIES, NUM_CLASSES, SWITCHABLE_TRAIN_IDS
 from monai_car.utils.enums import CarKeys
 
 from .class_flips import FLIP_MODE_KEY, RandSwitchableClassFlipd
@@ -269,7 +269,7 @@ def get_train_transforms_2d(
         scale_range: ``(low, high)`` random isotropic scale factors, ``None`` for none.
         class_flips: draw the switchable-class flips (the modified Cityscapes' known distribution).
         flip_layout: ``{"switchable": ..., "copies": ..., "probabilities": ...}`` overriding the defaults of
-            :mod:`monai_car.data.cityscapes_classes`.
+            :mod:`monai_car.utils.cityscapes_classes`.
         blackbox_one_hot: turn a label-map prediction into ``num_classes`` one-hot channels (F's input).
         seed: seed of every random draw (``Compose.set_random_state``); ``None`` leaves them unseeded.
         flip_blackbox: flip the black-box prediction's classes together with the label's (default). ``False``

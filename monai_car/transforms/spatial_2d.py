@@ -1,7 +1,7 @@
 """2D segmentation transforms: class-id mapping of label maps, and one random flip / scale / crop for all keys.
 
 - :class:`MapLabelIdsd` maps a label map's values through a lookup table: Cityscapes ``labelIds`` or ``trainIds``
-  to the monai-car classes (:mod:`monai_car.data.cityscapes_classes`, tables built from cityscapesscripts), or
+  to the monai-car classes (:mod:`monai_car.utils.cityscapes_classes`, tables built from cityscapesscripts), or
   any table given.
 - :class:`RandFlipScaleCropd` draws one horizontal flip, one isotropic scale factor and one crop per case and
   applies them to every key (image, label, black-box prediction), label maps with nearest-neighbour
@@ -18,7 +18,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import Flip, MapTransform, RandomizableTransform, Resize, SpatialCrop, SpatialPad
 
-from monai_car.data.cityscapes_classes import NUM_CLASSES, VOID, label_id_lookup, train_id_lookup
+from monai_car.utils.cityscapes_classes import NUM_CLASSES, VOID, label_id_lookup, train_id_lookup
 
 from .utils import case_name
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from monai_car.data.cityscapes_classes import COPY_NAMES
+from monai_car.utils.cityscapes_classes import COPY_NAMES
 
 from .utils import new_figure, save_figure_atomic
 

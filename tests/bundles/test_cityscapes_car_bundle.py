@@ -18,8 +18,8 @@ from monai.bundle import ConfigParser, run
 from PIL import Image
 
 from monai_car.data import build_synthetic_scenes
-from monai_car.data.cityscapes_classes import COPY_IDS
 from monai_car.networks import CARNet, load_exported_carnet
+from monai_car.utils.cityscapes_classes import COPY_IDS
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "cityscapes_car"
 CONFIGS = BUNDLE / "configs"

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from monai_car.data import load_segmentation_datalist
-from monai_car.data.cityscapes_classes import COPY_IDS, SWITCHABLE_TRAIN_IDS, VOID
 from monai_car.data.synthetic_scenes import SCENE_CLASSES, build_synthetic_scenes, ensure_synthetic_scenes, render_scene
+from monai_car.utils.cityscapes_classes import COPY_IDS, SWITCHABLE_TRAIN_IDS, VOID
 
 
 def _scenes(n: int = 30, seed: int = 0) -> list[dict]:

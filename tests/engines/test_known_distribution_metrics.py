@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from monai_car.data.cityscapes_classes import COPY_IDS, FLIP_PROBABILITIES, NUM_CLASSES, SWITCHABLE_TRAIN_IDS, VOID
 from monai_car.engines import CAREvaluator, ControlSamplesOutput, known_distribution_metrics
 from monai_car.networks import CARNet
+from monai_car.utils.cityscapes_classes import COPY_IDS, FLIP_PROBABILITIES, NUM_CLASSES, SWITCHABLE_TRAIN_IDS, VOID
 
 K = NUM_CLASSES
 

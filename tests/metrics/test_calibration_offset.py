@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from monai_car.data.cityscapes_classes import COPY_IDS, FLIP_PROBABILITIES, SWITCHABLE_TRAIN_IDS
 from monai_car.metrics import (
     CalibrationOffsetMetric,
     calibration_offsets_from_sums,
@@ -12,6 +11,7 @@ from monai_car.metrics import (
     mode_label_maps,
     switchable_modes,
 )
+from monai_car.utils.cityscapes_classes import COPY_IDS, FLIP_PROBABILITIES, SWITCHABLE_TRAIN_IDS
 
 VOID = 24
 

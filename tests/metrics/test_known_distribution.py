@@ -5,7 +5,6 @@ import itertools
 import pytest
 import torch
 
-from monai_car.data.cityscapes_classes import COPY_IDS, FLIP_PROBABILITIES, SWITCHABLE_CLASS_IDS, SWITCHABLE_TRAIN_IDS
 from monai_car.metrics import (
     compute_mode_weighted_ged,
     mode_index,
@@ -13,6 +12,7 @@ from monai_car.metrics import (
     switchable_modes,
     unflip_label,
 )
+from monai_car.utils.cityscapes_classes import COPY_IDS, FLIP_PROBABILITIES, SWITCHABLE_CLASS_IDS, SWITCHABLE_TRAIN_IDS
 
 VOID = 24
 

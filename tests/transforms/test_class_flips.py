@@ -6,8 +6,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-from monai_car.data.cityscapes_classes import COPY_IDS, FLIP_PROBABILITIES, NUM_CLASSES, SWITCHABLE_TRAIN_IDS
 from monai_car.transforms import FLIP_MODE_KEY, RandSwitchableClassFlipd, check_flip_layout
+from monai_car.utils.cityscapes_classes import COPY_IDS, FLIP_PROBABILITIES, NUM_CLASSES, SWITCHABLE_TRAIN_IDS
 
 N_SEEDS = 2000
 

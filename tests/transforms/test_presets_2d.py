@@ -9,7 +9,6 @@ import torch
 from cityscapesscripts.helpers import labels as cs_labels
 from PIL import Image
 
-from monai_car.data.cityscapes_classes import COPY_IDS, NUM_CLASSES, SWITCHABLE_TRAIN_IDS, VOID
 from monai_car.transforms import (
     BLACKBOX_KEY,
     FLIP_MODE_KEY,
@@ -18,6 +17,7 @@ from monai_car.transforms import (
     get_train_transforms_2d,
 )
 from monai_car.utils import CarKeys
+from monai_car.utils.cityscapes_classes import COPY_IDS, NUM_CLASSES, SWITCHABLE_TRAIN_IDS, VOID
 
 # labelIds of road, sidewalk, building, vegetation, person, car, and unlabeled (void)
 LABEL_IDS = np.array([7, 8, 11, 21, 24, 26, 0], dtype=np.uint8)

@@ -6,8 +6,8 @@ import torch
 from cityscapesscripts.helpers import labels as cs_labels
 from monai.data import MetaTensor
 
-from monai_car.data.cityscapes_classes import VOID
 from monai_car.transforms import MapLabelIdsd, RandFlipScaleCropd, label_lookup_table
+from monai_car.utils.cityscapes_classes import VOID
 
 
 def _blocks(shape=(32, 48), block=8, seed=0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from monai_car.data.cityscapes_classes import COPY_NAMES, FLIP_PROBABILITIES  # noqa: E402
+from monai_car.utils.cityscapes_classes import COPY_NAMES, FLIP_PROBABILITIES  # noqa: E402
 from monai_car.visualize import calibration_bars_figure, save_calibration_bars  # noqa: E402
 
 TRUE = list(FLIP_PROBABILITIES)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 from cityscapesscripts.helpers import labels as cs_labels
 
-from monai_car.data import cityscapes_classes as cc
+from monai_car.utils import cityscapes_classes as cc
 
 
 def test_layout_constants():
