@@ -40,6 +40,7 @@ from .demo import demo_cache_root
 from .segmentation_2d import write_segmentation_datalist
 
 __all__ = [
+    "DEFAULT_COUNTS",
     "SCENE_CLASSES",
     "SYNTHETIC_SCENES_NAME",
     "build_synthetic_scenes",
@@ -62,6 +63,10 @@ SCENE_CLASSES: dict[str, int] = {
     "car": 13,
 }
 """The Cityscapes trainIds a scene draws (5 of them switchable: road, sidewalk, vegetation, person, car)."""
+
+DEFAULT_COUNTS: dict[str, int] = {"training": 960, "validation": 48, "test": 64}
+"""Scenes per split of the default build (many training scenes: F sees each scene's flips only a few times, so it
+learns the flip probabilities rather than each scene's own flip frequencies)."""
 
 _ROAD, _SIDEWALK, _BUILDING, _POLE, _SIGN = 0, 1, 2, 5, 7
 _VEGETATION, _SKY, _PERSON, _CAR = 8, 10, 11, 13
@@ -212,9 +217,9 @@ def _build(stage: Path, counts: dict[str, int], size: tuple[int, int], seed: int
 
 def build_synthetic_scenes(
     output_dir: str | os.PathLike,
-    num_training: int = 320,
-    num_validation: int = 32,
-    num_test: int = 64,
+    num_training: int = DEFAULT_COUNTS["training"],
+    num_validation: int = DEFAULT_COUNTS["validation"],
+    num_test: int = DEFAULT_COUNTS["test"],
     size: tuple[int, int] = (64, 128),
     seed: int = 0,
     min_object_area: int = 12,
@@ -246,9 +251,9 @@ def _params(counts: dict[str, int], size: tuple[int, int], seed: int, min_object
 
 def ensure_synthetic_scenes(
     cache_dir: str | os.PathLike | None = None,
-    num_training: int = 320,
-    num_validation: int = 32,
-    num_test: int = 64,
+    num_training: int = DEFAULT_COUNTS["training"],
+    num_validation: int = DEFAULT_COUNTS["validation"],
+    num_test: int = DEFAULT_COUNTS["test"],
     size: tuple[int, int] = (64, 128),
     seed: int = 0,
     force: bool = False,
@@ -271,7 +276,7 @@ def ensure_synthetic_scenes(
     size = (int(size[0]), int(size[1]))
     params = _params(counts, size, seed, 12)
     name = SYNTHETIC_SCENES_NAME
-    if params != _params({"training": 320, "validation": 32, "test": 64}, (64, 128), 0, 12):
+    if params != _params(DEFAULT_COUNTS, (64, 128), 0, 12):
         name += "-" + hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
     folder = demo_cache_root(cache_dir) / name
     if not force and is_complete_build(folder, params):

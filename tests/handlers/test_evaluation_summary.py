@@ -49,3 +49,21 @@ def test_console_command(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
     path.write_text("[]")
     assert main([str(path)]) == 2
+
+
+def test_a_known_distribution_evaluation_is_summarised_with_its_control_and_offsets():
+    metrics = {
+        "mode_ged": 0.10,
+        "control_ged": 0.04,
+        "f_offset_mean": 0.012,
+        "f_offset_worst": 0.031,
+        "g_offset_mean": 0.02,
+        "g_offset_worst": 0.05,
+        "ece_calibration": 0.004,
+        "ece_samples": 0.03,
+        "sample_sharpness": 0.04,
+    }
+    text = format_evaluation_summary(metrics)
+    assert "mode-weighted GED 0.100 (true-distribution control 0.040, difference 0.060)" in text
+    assert "F: mean 1.2 %, worst 3.1 %; G (hard samples): mean 2.0 %, worst 5.0 %" in text
+    assert "GED(" not in text and "sample sharpness 0.040" in text

@@ -143,3 +143,31 @@ def test_errors_name_the_file(tmp_path):
         get_train_transforms_2d(label_format="ids")
     with pytest.raises(ValueError, match="flip_layout"):
         get_train_transforms_2d(flip_layout={"probs": (0.5,)})
+
+
+def test_concatenated_black_box_and_a_label_only_flip(tmp_path):
+    from monai_car.metrics import unflip_label
+
+    case = _case(tmp_path)
+    chain = get_train_transforms_2d(
+        with_blackbox=True, blackbox_one_hot=True, concat_blackbox=True, flip_blackbox=False
+    )
+    flipped = 0
+    for seed in range(10):
+        chain.set_random_state(seed=seed)
+        out = chain(dict(case))
+        image, label, bb = out[CarKeys.IMAGE], out[CarKeys.LABEL], out[BLACKBOX_KEY]
+        assert image.shape == (3 + NUM_CLASSES, 24, 48)
+        assert torch.equal(image[3:], bb)  # F's input: the image channels, then the prediction's one-hot
+        assert bb[list(COPY_IDS)].sum() == 0  # the black box is never flipped
+        flipped += int(torch.isin(label, torch.tensor(COPY_IDS, dtype=label.dtype)).any())
+        assert torch.equal(unflip_label(label[None])[0, 0], bb.argmax(0))  # unflipped, the label is the prediction
+    assert flipped > 0
+    with pytest.raises(ValueError, match="concat_blackbox"):
+        get_eval_transforms_2d(concat_blackbox=True)
+
+
+def test_inference_chain_ignores_a_label_path_it_does_not_load(tmp_path):
+    chain = get_eval_transforms_2d(with_label=False, with_blackbox=True, blackbox_one_hot=True, concat_blackbox=True)
+    out = chain(_case(tmp_path))
+    assert out[CarKeys.IMAGE].shape == (3 + NUM_CLASSES, 24, 48) and isinstance(out[CarKeys.LABEL], str)
