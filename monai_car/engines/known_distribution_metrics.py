@@ -128,13 +128,8 @@ class KnownDistributionHandler(CARMetricHandler):
         values = self.metric_fn.aggregate()
         self._is_reduced = True
         tables_fn = getattr(self.metric_fn, "reliability_tables", None)
-        if callable(tables_fn) and self._engine is not None:
-            tables = getattr(self._engine.state, "reliability_tables", None)
-            if tables is None:
-                tables = {}
-                self._engine.state.reliability_tables = tables
-            for name, table in tables_fn().items():
-                tables[name] = {k: v.tolist() for k, v in table.items()}
+        if callable(tables_fn):
+            self._store_tables(tables_fn())
         return values
 
     def completed(self, engine: Engine, name: str) -> None:

@@ -94,13 +94,20 @@ class CARMetricHandler(IgniteMetricHandler):
     def compute(self) -> Any:
         result = super().compute()
         table_fn = getattr(self.metric_fn, "reliability_table", None)
-        if callable(table_fn) and self._engine is not None:
-            tables = getattr(self._engine.state, "reliability_tables", None)
-            if tables is None:
-                tables = {}
-                self._engine.state.reliability_tables = tables
-            tables[self._name] = {k: v.tolist() for k, v in table_fn().items()}
+        if callable(table_fn):
+            self._store_tables({self._name: table_fn()})
         return result
+
+    def _store_tables(self, tables: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+        """Put reliability tables (name -> column -> tensor) into ``engine.state.reliability_tables`` as lists."""
+        if self._engine is None:
+            return
+        store = getattr(self._engine.state, "reliability_tables", None)
+        if store is None:
+            store = {}
+            self._engine.state.reliability_tables = store
+        for name, table in tables.items():
+            store[name] = {k: v.tolist() for k, v in table.items()}
 
 
 class FidelityMetricHandler(CARMetricHandler):
@@ -132,13 +139,7 @@ class FidelityMetricHandler(CARMetricHandler):
     def compute(self) -> Any:
         values, reliability = self.metric_fn.report()
         self._is_reduced = True
-        if self._engine is not None:
-            tables = getattr(self._engine.state, "reliability_tables", None)
-            if tables is None:
-                tables = {}
-                self._engine.state.reliability_tables = tables
-            for name, table in reliability.items():
-                tables[name] = {k: v.tolist() for k, v in table.items()}
+        self._store_tables(reliability)
         return values
 
     def completed(self, engine: Engine, name: str) -> None:
