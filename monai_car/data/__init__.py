@@ -118,7 +118,8 @@ __all__ += [  # DICOM series (issue 13)
     "read_hu",
     "sort_series",
 ]
-__all__ += [  # generic 2D path and the official Cityscapes layout (issue 15); class layout: monai_car.utils.cityscapes_classes
+# generic 2D path and the official Cityscapes layout (issue 15); class layout: monai_car.utils.cityscapes_classes
+__all__ += [
     "CITYSCAPES_RESOLUTION",
     "CITYSCAPES_VALIDATION_CITIES",
     "QUARTER_RESOLUTION",
