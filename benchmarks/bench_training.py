@@ -15,8 +15,11 @@ networks and losses, fp32, contiguous memory, F under ``torch.no_grad``. Variant
   by :func:`two_pass_generator_step` on the same networks as ``baseline`` (runs made before its adoption measured a
   proposal's copy); ``two_pass_bf16`` the same under bfloat16 autocast;
 - ``engine`` / ``engine_bf16``: ``monai_car.engines.RefinementTrainer``'s own iteration (its D schedule set to
-  update D every iteration, like the others), without and with its AMP (bfloat16 autocast on CPU); stage 1:
+  update D every iteration, like the others), without and with its AMP (bfloat16 autocast on CPU), with G's
+  noise-free work shared by an image's M samples (``shared_encoder=True``, the default); stage 1:
   ``CalibrationTrainer``'s;
+- ``engine_per_sample`` / ``engine_per_sample_bf16``: the same trainer with ``shared_encoder=False`` (a full G pass
+  per sample, the engine before the shared path);
 - ``engine_two_pass`` / ``engine_two_pass_bf16``: the trainer with ``sample_chunk_size=--sample-chunk`` (the two-pass
   update adopted into the library);
 - ``compile`` (full mode, M = 5, separate bounded process): ``torch.compile`` on G.
@@ -83,6 +86,8 @@ STAGE2_VARIANTS = (
     "baseline",
     "engine",
     "engine_bf16",
+    "engine_per_sample",
+    "engine_per_sample_bf16",
     "f_inference_mode",
     "channels_last",
     "bf16_autocast",
@@ -279,7 +284,11 @@ def stage2_iteration(st: Stage2, num_samples: int, variant: str = "baseline", sa
 
 
 def _engine_iteration(
-    st: Stage2, num_samples: int, amp: bool = False, sample_chunk_size: int | None = None
+    st: Stage2,
+    num_samples: int,
+    amp: bool = False,
+    sample_chunk_size: int | None = None,
+    shared_encoder: bool = True,
 ) -> Callable[[], object] | None:
     """``RefinementTrainer``'s own iteration on the same networks and batch (D updated every iteration, as in the
     other variants), or ``None`` when the engine is not there."""
@@ -305,6 +314,7 @@ def _engine_iteration(
         discriminator_schedule=DiscriminatorSchedule(update_iterations=1, frozen_iterations=0, accuracy_cap=None),
         amp=amp,
         sample_chunk_size=sample_chunk_size,
+        shared_encoder=shared_encoder,
     )
 
     def run() -> object:
@@ -372,7 +382,13 @@ def _stage2_callables(
             two_pass = name.startswith("engine_two_pass")
             if two_pass and m <= chunk:
                 continue
-            fn = _engine_iteration(st, m, amp=name.endswith("bf16"), sample_chunk_size=chunk if two_pass else None)
+            fn = _engine_iteration(
+                st,
+                m,
+                amp=name.endswith("bf16"),
+                sample_chunk_size=chunk if two_pass else None,
+                shared_encoder="per_sample" not in name,
+            )
             if fn is not None:
                 fns[name] = fn
             continue
@@ -498,7 +514,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.variants is not None:
         names = ["baseline"] + [v for v in args.variants if v != "baseline"]
     elif args.quick or args.tiny:
-        names = ["baseline", "engine", "two_pass"]
+        names = ["baseline", "engine", "engine_per_sample", "two_pass"]
     else:
         names = list(STAGE2_VARIANTS)
     stage2 = []

@@ -54,6 +54,8 @@ LIBRARY: dict[str, dict[str, str]] = {
         "baseline": "benchmark",
         "engine": "library",
         "engine_bf16": "library",
+        "engine_per_sample": "library",
+        "engine_per_sample_bf16": "library",
         "f_inference_mode": "benchmark",
         "channels_last": "benchmark",
         "bf16_autocast": "benchmark",

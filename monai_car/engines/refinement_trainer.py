@@ -39,6 +39,8 @@ from .refinement_utils import (
     learning_rate,
     one_hot_label_map,
     repeat_per_sample,
+    sharpening_loss,
+    straight_through_hard,
 )
 from .two_pass import draw_samples, replay_generator_backward
 from .utils import (
@@ -135,6 +137,17 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         calibration_estimator: ``"plugin"`` (the paper: KL of the M samples' mean) or ``"jackknife"`` (without the
             plug-in's ~1/(2M) bias against diverse samples), see :class:`~monai_car.losses.CalibrationLoss`.
         calibration_pixel_reduction: ``"mean"`` (the paper) or ``"sum"`` of the pixel KLs per image.
+        calibration_direction: ``"reverse"`` (the paper, ``KL(mean G || F)``) or ``"forward"`` (``KL(F || mean G)``:
+            its gradient does not vanish on a class that G's saturated samples dropped, see
+            :class:`~monai_car.losses.CalibrationLoss`; plug-in estimator only).
+        hard_samples: where G's hard samples (``one_hot(argmax)``, with the straight-through gradient onto the
+            probabilities: :func:`~monai_car.engines.refinement_utils.straight_through_hard`) replace its
+            probabilities: ``"none"`` (the paper), ``"discriminator"`` (D's fakes are label maps like its reals, so D
+            cannot tell G's samples by their softness and push them to saturate), ``"calibration"`` (the calibration
+            loss measures the hard samples' frequencies) or ``"all"``. Single-pass update only.
+        sharpening_weight: weight of the mean cross entropy of each sample against its own argmax
+            (:func:`~monai_car.engines.refinement_utils.sharpening_loss`): keeps G's probabilities label-like when D
+            sees hard samples and no longer does. 0 (the paper) leaves it out. Single-pass update only.
         ignore_index: the label value of void pixels: left out of every loss and blanked in D's inputs.
         num_graders: the expected number of graders in ``labels_key`` when present.
         skip_invalid: leave out and report invalid cases (``engine.state.skipped_cases``) instead of raising.
@@ -185,6 +198,9 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         calibration_clamp: float = 1e-3,
         calibration_estimator: str = "plugin",
         calibration_pixel_reduction: str = "mean",
+        calibration_direction: str = "reverse",
+        hard_samples: str = "none",
+        sharpening_weight: float = 0.0,
         ignore_index: int | None = None,
         num_graders: int | None = None,
         skip_invalid: bool = False,
@@ -227,7 +243,9 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
             network, discriminator, g_optimizer, d_optimizer, f_optimizer, train_calibration, num_samples,
             generator_loss, discriminator_schedule, clip_grad_norm, sample_chunk_size,
             {"adversarial_weight": adversarial_weight, "calibration_weight": calibration_weight,
-             "r1_weight": r1_weight, "calibration_ce_weight": calibration_ce_weight},
+             "r1_weight": r1_weight, "calibration_ce_weight": calibration_ce_weight,
+             "sharpening_weight": sharpening_weight},
+            hard_samples,
         )  # fmt: skip
         device = torch.device(device)
         super().__init__(
@@ -266,10 +284,14 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         self.skip_invalid, self.clip_grad_norm, self.chunk_size = skip_invalid, clip_grad_norm, chunk_size
         self.sample_chunk_size = sample_chunk_size
         self.shared_encoder = bool(shared_encoder)
+        self.hard_samples, self.sharpening_weight = hard_samples, float(sharpening_weight)
         self.image_key, self.grader_key, self.labels_key, self.case_key = image_key, grader_key, labels_key, case_key
         self.optim_set_to_none = optim_set_to_none
         self.calibration_loss = CalibrationLoss(
-            clamp=calibration_clamp, estimator=calibration_estimator, pixel_reduction=calibration_pixel_reduction
+            clamp=calibration_clamp,
+            estimator=calibration_estimator,
+            pixel_reduction=calibration_pixel_reduction,
+            direction=calibration_direction,
         )
         self.refine_ce_loss = MaskedCrossEntropyLoss(ignore_index=ignore_index, input_is_probs=True)
         f_logits = callable(getattr(self.calibration_net, "forward_logits", None))
@@ -487,11 +509,12 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
                 share_in_training=self.shared_encoder,
             )
         samples = samples.float()  # (B, M, K, *spatial)
+        hard = straight_through_hard(samples) if self.hard_samples != "none" else samples
         out[CarKeys.SAMPLES] = samples
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.fire_event(AdversarialIterationEvents.GENERATOR_FORWARD_COMPLETED)
 
-        fake_in = fake_discriminator_input(x, samples, valid)
+        fake_in = fake_discriminator_input(x, hard if self.hard_samples in ("all", "discriminator") else samples, valid)
         self.discriminator.train()
         with frozen_parameters(self.discriminator), self._autocast(device):
             fake_logits = self.discriminator(fake_in)  # gradients reach G only
@@ -499,8 +522,11 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         engine.fire_event(AdversarialIterationEvents.GENERATOR_DISCRIMINATOR_FORWARD_COMPLETED)
 
         loss_adv = generator_adversarial_loss(fake_logits)
-        loss_cal, loss_refine_ce, second = self._second_loss(samples, probs, y, valid)
+        cal_in = hard if self.hard_samples in ("all", "calibration") else samples
+        loss_cal, loss_refine_ce, second = self._second_loss(cal_in, probs, y, valid)
         loss_g = self.adversarial_weight * loss_adv + self.calibration_weight * second
+        if self.sharpening_weight > 0:
+            loss_g = loss_g + self.sharpening_weight * sharpening_loss(samples, valid)
         total = loss_g if loss_ce_f is None else loss_g + self.calibration_ce_weight * loss_ce_f
         out.update({K.LOSS: loss_g, K.LOSS_ADV: loss_adv, K.LOSS_CAL: loss_cal})
         engine.fire_event(IterationEvents.LOSS_COMPLETED)

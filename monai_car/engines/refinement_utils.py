@@ -16,6 +16,7 @@ from monai_car.utils.validation import check_positive_int
 
 __all__ = [
     "GENERATOR_LOSSES",
+    "HARD_SAMPLE_OPTIONS",
     "as_floats",
     "check_refinement_args",
     "learning_rate",
@@ -23,7 +24,12 @@ __all__ = [
     "fake_discriminator_input",
     "one_hot_label_map",
     "repeat_per_sample",
+    "sharpening_loss",
+    "straight_through_hard",
 ]
+
+HARD_SAMPLE_OPTIONS = ("none", "discriminator", "calibration", "all")
+"""``hard_samples`` options: where G's hard samples (straight-through) replace its probabilities."""
 
 GENERATOR_LOSSES = ("calibration", "refine_ce")
 """``generator_loss`` options: CAR's calibration loss, or cross entropy of G's samples (the paper's control)."""
@@ -51,6 +57,25 @@ def fake_discriminator_input(x: torch.Tensor, samples: torch.Tensor, valid: torc
     if valid is not None:
         fake = fake * repeat_per_sample(valid, s)
     return torch.cat([repeat_per_sample(x, s), fake], dim=1)
+
+
+def straight_through_hard(samples: torch.Tensor) -> torch.Tensor:
+    """G's hard samples with the straight-through gradient: ``one_hot(argmax p) + p - p.detach()``, ``(B, M, K, ...)``.
+
+    The value is the one-hot label map (the hard samples, whose frequencies the fidelity report measures); the
+    gradient is the identity onto the probabilities ``p``.
+    """
+    hard = F.one_hot(samples.argmax(dim=2), samples.shape[2]).movedim(-1, 2).to(samples.dtype)
+    return hard + (samples - samples.detach())  # exactly the one-hot values (no rounding of hard + p - p)
+
+
+def sharpening_loss(samples: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean cross entropy of each sample ``(B, M, K, *spatial)`` against its own argmax (valid pixels only)."""
+    log_max = torch.log(samples.amax(dim=2).clamp_min(torch.finfo(samples.dtype).tiny))  # (B, M, *spatial)
+    if valid is None:
+        return -log_max.mean()
+    mask = valid.expand(-1, samples.shape[1], *valid.shape[2:]).to(log_max.dtype)
+    return -(log_max * mask).sum() / mask.sum().clamp_min(1)
 
 
 def one_hot_label_map(y: torch.Tensor, num_classes: int, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -94,6 +119,7 @@ def check_refinement_args(
     clip_grad_norm: float | None,
     sample_chunk_size: int | None,
     weights: Mapping[str, float],
+    hard_samples: str = "none",
 ) -> None:
     """Validate the RefinementTrainer's arguments, with messages that say what to change."""
     if not isinstance(network, CARNet):
@@ -124,3 +150,10 @@ def check_refinement_args(
     for name, w in weights.items():
         if not float(w) >= 0:
             raise ValueError(f"{name} must be a non-negative number, got {w!r}.")
+    if hard_samples not in HARD_SAMPLE_OPTIONS:
+        raise ValueError(f"hard_samples must be one of {HARD_SAMPLE_OPTIONS}, got {hard_samples!r}.")
+    if sample_chunk_size is not None and (hard_samples != "none" or float(weights.get("sharpening_weight", 0)) > 0):
+        raise NotImplementedError(
+            "hard_samples and sharpening_weight are implemented in the single-pass G update only: set "
+            "sample_chunk_size=None (--stage2#sample_chunk_size null), or hard_samples='none' and sharpening_weight=0."
+        )

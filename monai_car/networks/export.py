@@ -109,6 +109,11 @@ class CARSampler(nn.Module):
             raise ValueError(f"noise {tuple(noise.shape)} and image {tuple(image.shape)} disagree in batch size.")
         b, s = noise.shape[0], noise.shape[1]
         probs = self.carnet(image)
+        g = self.carnet.refinement_net
+        if isinstance(g, RefinementUNet) and g.forward_multi_matches_forward():
+            # G's noise-free work once per image (CARNet.sample's shared path), B and S symbolic
+            g_in = torch.cat([image, probs], dim=1)
+            return probs, g.forward_multi_traceable(g_in, noise.to(dtype=image.dtype))
         # CARNet.sample's one-pass path, written without int()/range() on B and S so that both stay symbolic
         xs = image.unsqueeze(1).expand(b, s, *image.shape[1:]).reshape(b * s, *image.shape[1:])
         ps = probs.unsqueeze(1).expand(b, s, *probs.shape[1:]).reshape(b * s, *probs.shape[1:])

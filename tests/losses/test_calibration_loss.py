@@ -143,3 +143,47 @@ def test_gaussian_jackknife_is_the_unbiased_estimate():
     assert GaussianCalibrationLoss()(samples, target).item() == pytest.approx(0.5 * 0.2**2, rel=1e-5)
     with pytest.raises(ValueError, match="estimator"):
         GaussianCalibrationLoss(estimator="unbiased")
+
+
+def test_forward_direction_by_hand():
+    """``KL(F || mean G)``: pixel 0 mean (0.7, 0.3) vs F (0.5, 0.5); pixel 1 equal (0); masks as the reverse."""
+    s, t = _samples()
+    kl0 = 0.5 * math.log(0.5 / 0.7) + 0.5 * math.log(0.5 / 0.3)  # 0.08698, not the reverse's 0.08228
+    loss = CalibrationLoss(direction="forward")(s, t)
+    assert loss.item() == pytest.approx(kl0 / 2, rel=1e-5)
+    only_first = torch.tensor([[[True, False]]])
+    assert CalibrationLoss(direction="forward")(s, t, only_first).item() == pytest.approx(kl0, rel=1e-5)
+    # F with an exact zero: 0 log 0 = 0, the loss stays finite
+    t0 = torch.tensor([1.0, 0.0]).reshape(1, 2, 1, 1)
+    s0 = torch.tensor([0.8, 0.2]).reshape(1, 1, 2, 1, 1)
+    assert CalibrationLoss(direction="forward")(s0, t0).item() == pytest.approx(-math.log(0.8), rel=1e-5)
+
+
+def test_forward_gradient_does_not_vanish_on_a_dropped_class():
+    """Seven saturated samples all drop the class F gives 0.42 (one a little less saturated): the paper's direction
+    pulls each sample's logit by ~1e-4 (the softmax's p (1 - p)), the forward direction by about f / M, most on the
+    sample nearest to drawing the class."""
+    m, f = 7, 0.42
+    logits = torch.zeros(1, m, 2, 1, 1)
+    logits[:, :, 0] = 9.0
+    logits[:, 3, 0] = 6.0  # sample 3 is the nearest to drawing class 1
+    target = torch.tensor([1 - f, f]).reshape(1, 2, 1, 1)
+    grads = {}
+    for direction in ("reverse", "forward"):
+        leaf = logits.clone().requires_grad_(True)
+        CalibrationLoss(direction=direction)(torch.softmax(leaf, dim=2), target).backward()
+        grads[direction] = -leaf.grad[0, :, 1, 0, 0]  # the push towards class 1
+    assert grads["reverse"].max() < 3e-3
+    p = torch.softmax(logits, dim=2)[0, :, 1, 0, 0]
+    # minus d/dlogit of -f log(mean p) - (1 - f) log(mean(1 - p)), with dp/dlogit = p (1 - p)
+    expected = f * p * (1 - p) / (m * p.mean()) - (1 - f) * p * (1 - p) / (m * (1 - p).mean())
+    assert torch.allclose(grads["forward"], expected, rtol=1e-4)
+    assert grads["forward"][3] > 0.3 and grads["forward"].argmax() == 3
+    assert grads["forward"].sum() == pytest.approx(f, rel=0.05)  # about f / M per sample in all
+
+
+def test_forward_direction_refuses_the_jackknife():
+    with pytest.raises(ValueError, match="estimator='plugin'"):
+        CalibrationLoss(estimator="jackknife", direction="forward")
+    with pytest.raises(ValueError, match="direction"):
+        CalibrationLoss(direction="sideways")

@@ -113,6 +113,28 @@ def test_exported_file_runs_in_a_torch_only_process(exported_2d, tmp_path):
         torch.testing.assert_close(samples, ref_samples, rtol=0, atol=1e-5)
 
 
+def test_exported_program_runs_g_noise_free_work_once_per_image(exported_2d):
+    """The program's convolutions: F's and G's encoder (with the first up block and the skip halves) on the ``B``
+    image rows, only G's noise-dependent decoder on the ``B * S`` sample rows (a per-draw program would run G's whole
+    encoder on ``B * S`` rows)."""
+    _, path = exported_2d
+    program = torch.export.load(path)
+    rows = []
+    for node in program.graph.nodes:
+        if node.op == "call_function" and "conv" in str(node.target):
+            rows.append(str(node.args[0].meta["val"].shape[0]))
+    batch = rows[0]  # F's first convolution sees the images
+    per_image = [r for r in rows if r == batch]
+    per_sample = [r for r in rows if r != batch]
+    g = _net2d().refinement_net
+    # F: 2 levels of encoder + decoder; G: stem + 4 down blocks + first up block + 3 skip halves on B rows
+    g_shared = 1 + len(g.down) + 1 + 1 + (len(g.up) - 1)
+    assert len(per_image) >= g_shared
+    # on B * S rows: per later up block its transposed conv and the up-half convolution; the head
+    assert len(per_sample) == 2 * (len(g.up) - 1) + 1
+    assert all(r != batch and batch in r for r in per_sample)
+
+
 def test_load_exported_carnet_metadata_and_guards(exported_2d):
     net, path = exported_2d
     assert net.training and all(p.requires_grad for p in net.parameters()), "export must restore the network's flags"

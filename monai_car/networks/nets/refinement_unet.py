@@ -182,6 +182,42 @@ class RefinementUNet(nn.Module):
                 out[i : i + step] = decode(i)
         return out.reshape(b, s, *out.shape[1:])
 
+    def forward_multi_traceable(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward_multi` without chunking, written with tensor operations only (no Python integers taken from
+        ``B`` or ``S``), so that :func:`torch.export.export` keeps both dynamic (the exported ``.pt2`` program of
+        :func:`~monai_car.networks.export_carnet` samples through it). Eval mode only.
+
+        Args:
+            x: inputs ``(B, in_channels, *spatial)``; z: noise ``(B, S, noise_dim)``.
+
+        Returns:
+            ``(B, S, K, *spatial)`` probabilities, equal to :meth:`forward_multi` up to float rounding.
+        """
+        if self.training:
+            raise RuntimeError("forward_multi_traceable is an eval-mode path: call .eval() first.")
+        if not isinstance(z, torch.Tensor) or z.ndim != 3 or z.shape[2] != self.noise_dim:
+            raise ValueError(
+                f"expected noise z of shape (B, S, {self.noise_dim}), got {tuple(getattr(z, 'shape', ()))}."
+            )
+        first, terms = self._shared_features(x)
+        b, s = z.shape[0], z.shape[1]
+        rows = z.reshape(-1, self.noise_dim)
+
+        def per_row(t: torch.Tensor) -> torch.Tensor:
+            return t.unsqueeze(1).expand(b, s, *t.shape[1:]).reshape(-1, *t.shape[1:])
+
+        h = self.noise[0](per_row(first), rows)
+        for upsample, block, noise, term in zip(self.upsample[1:], self.up[1:], self.noise[1:], terms):
+            conv, rest = _split_first_conv(block)
+            u = match_spatial_size(upsample(h), term.shape[2:])
+            y = _convolve(conv, u, conv.weight[:, : upsample.out_channels], None)
+            y = (y.reshape(b, s, *y.shape[1:]) + term.unsqueeze(1)).reshape(-1, *y.shape[1:])
+            for module in rest:
+                y = module(y)
+            h = noise(y, rows)
+        out = torch.softmax(self.head(h), dim=1)
+        return out.reshape(b, s, *out.shape[1:])
+
     def forward_multi_matches_forward(self) -> bool:
         """Whether :meth:`forward_multi` computes this object's :meth:`forward`.
 
