@@ -404,7 +404,8 @@ def test_paper_overlay_restores_the_papers_settings_and_only_overrides_existing_
     assert paper["stage2"]["num_samples"] == 20 and paper["stage2"]["lr_d"] == 1e-5
     assert (paper["stage2"]["d_update_iterations"], paper["stage2"]["d_frozen_iterations"]) == (50, 200)
     assert paper["stage2"]["calibration_estimator"] == "plugin" and paper["stage1"]["lr"] == 2e-4
+    assert paper["stage2"]["calibration_direction"] == "reverse"  # the paper's KL(mean G || F)
     assert paper["f_channels"] == [64, 128, 256, 512, 512]
     # the demo differs where its docs say it does
-    assert demo["stage2"]["calibration_estimator"] == "jackknife" and demo["stage2"]["d_frozen_iterations"] == 0
+    assert demo["stage2"]["calibration_direction"] == "forward" and demo["stage2"]["d_frozen_iterations"] == 0
     assert demo["crop_size"] == 48
