@@ -10,7 +10,7 @@ from monai.transforms import MapTransform, Randomizable
 from monai_car.networks import CalibrationSegNet, CARDiscriminator, CARNet, RefinementUNet
 from monai_car.utils.enums import CarKeys
 
-__all__ = ["DrawGrader", "make_cases", "make_loader", "make_networks"]
+__all__ = ["DrawGrader", "make_cases", "make_loader", "make_networks", "record_samples"]
 
 
 def make_cases(n: int = 16, size: int = 32, graders: int = 4, seed: int = 0) -> list[dict]:
@@ -77,3 +77,21 @@ def make_networks(seed: int = 0, noise_dim: int = 4) -> tuple[CARNet, CARDiscrim
     g = RefinementUNet(in_channels=3, out_channels=2, channels=(4, 8, 16), noise_dim=noise_dim)
     d = CARDiscriminator(in_channels=3, channels=(4, 8))
     return CARNet(f, g), d
+
+
+def record_samples(trainer) -> dict:
+    """A dict that, once ``trainer`` has run, holds the last iteration's G samples ``samples`` ``(B, M, K, ...)``
+    (detached) and F's probabilities ``probs`` (recorded at ``IterationEvents.FORWARD_COMPLETED``)."""
+    from monai.engines.utils import IterationEvents
+
+    from monai_car.utils.enums import CarKeys
+
+    seen: dict = {}
+
+    @trainer.on(IterationEvents.FORWARD_COMPLETED)
+    def _grab(engine) -> None:
+        out = engine.state.output
+        seen["samples"] = out[CarKeys.SAMPLES].detach().clone()
+        seen["probs"] = out[CarKeys.CALIBRATION].clone()
+
+    return seen

@@ -7,15 +7,13 @@ import math
 
 import pytest
 import torch
-from car_engine_synthetic import make_cases, make_loader, make_networks
-from monai.engines.utils import IterationEvents
+from car_engine_synthetic import make_cases, make_loader, make_networks, record_samples
 
 from monai_car.engines import RefinementTrainer
 from monai_car.engines.refinement_utils import sharpening_loss, straight_through_hard
 from monai_car.handlers import DiscriminatorSchedule
 from monai_car.losses import CalibrationLoss
 from monai_car.optimizers import create_car_optimizer
-from monai_car.utils.enums import CarKeys
 
 
 class _InputRecorder(torch.nn.Module):
@@ -91,13 +89,7 @@ def test_discriminator_sees_label_maps_as_its_reals():
 @pytest.mark.parametrize("hard_samples, on_hard", [("calibration", True), ("discriminator", False), ("all", True)])
 def test_calibration_loss_on_hard_or_soft_samples(hard_samples, on_hard):
     trainer = _trainer(hard_samples=hard_samples)
-    seen = {}
-
-    @trainer.on(IterationEvents.FORWARD_COMPLETED)
-    def _grab(engine):
-        out = engine.state.output
-        seen["samples"] = out[CarKeys.SAMPLES].detach().clone()
-        seen["probs"] = out[CarKeys.CALIBRATION].clone()
+    seen = record_samples(trainer)
 
     trainer.run()
     samples = seen["samples"]
@@ -109,11 +101,7 @@ def test_calibration_loss_on_hard_or_soft_samples(hard_samples, on_hard):
 def test_sharpening_weight_enters_g_loss():
     torch.manual_seed(0)
     trainer = _trainer(sharpening_weight=2.0)
-    seen = {}
-
-    @trainer.on(IterationEvents.FORWARD_COMPLETED)
-    def _grab(engine):
-        seen["samples"] = engine.state.output[CarKeys.SAMPLES].detach().clone()
+    seen = record_samples(trainer)
 
     trainer.run()
     out = trainer.state.output

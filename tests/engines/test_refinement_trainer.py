@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from car_engine_synthetic import make_cases, make_loader, make_networks
+from car_engine_synthetic import make_cases, make_loader, make_networks, record_samples
 from ignite.engine import Events
 from monai.engines.utils import IterationEvents
 from monai.handlers import LrScheduleHandler, ValidationHandler
@@ -99,13 +99,7 @@ def test_all_samples_in_one_pass_and_scored_by_d():
 
 def test_calibration_loss_matches_the_loss_function():
     trainer = _trainer(schedule=DiscriminatorSchedule(1, 0, accuracy_cap=None), batch_size=8)
-    seen = {}
-
-    @trainer.on(IterationEvents.FORWARD_COMPLETED)
-    def _grab(engine):
-        out = engine.state.output
-        seen["samples"] = out[CarKeys.SAMPLES].detach().clone()
-        seen["probs"] = out[CarKeys.CALIBRATION].clone()
+    seen = record_samples(trainer)
 
     trainer.run()
     expected = CalibrationLoss()(seen["samples"], seen["probs"]).item()
