@@ -62,6 +62,22 @@ def test_forward_multi_equals_a_full_pass_per_draw(spatial_dims, size, convs_per
     assert not torch.allclose(out[:, 0], out[:, 1], atol=1e-4)
 
 
+@pytest.mark.parametrize("spatial_dims,size", CASES)
+def test_forward_multi_traceable_equals_a_full_pass_per_draw(spatial_dims, size):
+    """The export's path (tensor ops only on B and S) gives the per-draw passes, and refuses training mode."""
+    g = _g(spatial_dims, convs_per_block=2)
+    x, z = torch.rand((2, 3) + size), torch.randn(2, 3, 4)
+    with torch.no_grad():
+        expected = _plain(g, x, z)
+        out = g.forward_multi_traceable(x, z)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(out[:, 0], out[:, 1], atol=1e-4)
+    with pytest.raises(ValueError, match="noise z"):
+        g.forward_multi_traceable(x, torch.randn(2, 3, 5))
+    with pytest.raises(RuntimeError, match="eval"):
+        g.train().forward_multi_traceable(x, z)
+
+
 @pytest.mark.parametrize("chunk_size", [1, 2, 3, 4, 5, 6, 100])
 def test_forward_multi_chunks_change_nothing(chunk_size):
     """Chunks aligned with whole images (3, 6) broadcast the shared features; the others (1, 2, 4, 5) gather them."""

@@ -195,6 +195,7 @@ class RefinementUNet(nn.Module):
         """
         if self.training:
             raise RuntimeError("forward_multi_traceable is an eval-mode path: call .eval() first.")
+        check_network_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
         if not isinstance(z, torch.Tensor) or z.ndim != 3 or z.shape[2] != self.noise_dim:
             raise ValueError(
                 f"expected noise z of shape (B, S, {self.noise_dim}), got {tuple(getattr(z, 'shape', ()))}."
