@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from monai.networks.layers.factories import Conv, Pool
@@ -202,21 +202,14 @@ class RefinementUNet(nn.Module):
             )
         first, terms = self._shared_features(x)
         b, s = z.shape[0], z.shape[1]
-        rows = z.reshape(-1, self.noise_dim)
 
         def per_row(t: torch.Tensor) -> torch.Tensor:
             return t.unsqueeze(1).expand(b, s, *t.shape[1:]).reshape(-1, *t.shape[1:])
 
-        h = self.noise[0](per_row(first), rows)
-        for upsample, block, noise, term in zip(self.upsample[1:], self.up[1:], self.noise[1:], terms):
-            conv, rest = _split_first_conv(block)
-            u = match_spatial_size(upsample(h), term.shape[2:])
-            y = _convolve(conv, u, conv.weight[:, : upsample.out_channels], None)
-            y = (y.reshape(b, s, *y.shape[1:]) + term.unsqueeze(1)).reshape(-1, *y.shape[1:])
-            for module in rest:
-                y = module(y)
-            h = noise(y, rows)
-        out = torch.softmax(self.head(h), dim=1)
+        def add_skip(y: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
+            return (y.reshape(b, s, *y.shape[1:]) + term.unsqueeze(1)).reshape(-1, *y.shape[1:])
+
+        out = torch.softmax(self._decode(first, terms, z.reshape(-1, self.noise_dim), per_row, add_skip), dim=1)
         return out.reshape(b, s, *out.shape[1:])
 
     def forward_multi_matches_forward(self) -> bool:
@@ -258,15 +251,29 @@ class RefinementUNet(nn.Module):
                 return t[lo:hi].unsqueeze(1).expand(hi - lo, num_samples, *t.shape[1:]).reshape(n, *t.shape[1:])
             return t.index_select(0, index)
 
+        def add_skip(y: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
+            if aligned:
+                y.view(hi - lo, num_samples, *y.shape[1:]).add_(term[lo:hi].unsqueeze(1))
+                return y
+            return y.add_(term.index_select(0, index))
+
+        return self._decode(first, terms, z, per_row, add_skip)
+
+    def _decode(
+        self,
+        first: torch.Tensor,
+        terms: list[torch.Tensor],
+        z: torch.Tensor,
+        per_row: Callable[[torch.Tensor], torch.Tensor],
+        add_skip: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """The noise-dependent decoder on rows ``z`` ``(n, noise_dim)``: ``per_row`` maps a per-input shared feature to
+        the rows, ``add_skip(y, term)`` adds an up block's shared skip half to its up half ``y`` (rows); logits."""
         h = self.noise[0](per_row(first), z)
         for upsample, block, noise, term in zip(self.upsample[1:], self.up[1:], self.noise[1:], terms):
             conv, rest = _split_first_conv(block)
             u = match_spatial_size(upsample(h), term.shape[2:])
-            y = _convolve(conv, u, conv.weight[:, : upsample.out_channels], None)
-            if aligned:
-                y.view(hi - lo, num_samples, *y.shape[1:]).add_(term[lo:hi].unsqueeze(1))
-            else:
-                y.add_(term.index_select(0, index))
+            y = add_skip(_convolve(conv, u, conv.weight[:, : upsample.out_channels], None), term)
             for module in rest:
                 y = module(y)
             h = noise(y, z)
