@@ -22,6 +22,7 @@ from monai_car.losses import (
     discriminator_adversarial_loss,
     generator_adversarial_loss,
     r1_penalty,
+    sharpening_loss,
 )
 from monai_car.networks import CARNet
 from monai_car.utils.distributed import all_reduce_mean, is_distributed, wrap_ddp
@@ -39,7 +40,6 @@ from .refinement_utils import (
     learning_rate,
     one_hot_label_map,
     repeat_per_sample,
-    sharpening_loss,
     straight_through_hard,
 )
 from .two_pass import draw_samples, replay_generator_backward
@@ -146,7 +146,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
             cannot tell G's samples by their softness and push them to saturate), ``"calibration"`` (the calibration
             loss measures the hard samples' frequencies) or ``"all"``. Single-pass update only.
         sharpening_weight: weight of the mean cross entropy of each sample against its own argmax
-            (:func:`~monai_car.engines.refinement_utils.sharpening_loss`): keeps G's probabilities label-like when D
+            (:func:`~monai_car.losses.sharpening_loss`): keeps G's probabilities label-like when D
             sees hard samples and no longer does. 0 (the paper) leaves it out. Single-pass update only.
         ignore_index: the label value of void pixels: left out of every loss and blanked in D's inputs.
         num_graders: the expected number of graders in ``labels_key`` when present.

@@ -24,7 +24,6 @@ __all__ = [
     "fake_discriminator_input",
     "one_hot_label_map",
     "repeat_per_sample",
-    "sharpening_loss",
     "straight_through_hard",
 ]
 
@@ -67,15 +66,6 @@ def straight_through_hard(samples: torch.Tensor) -> torch.Tensor:
     """
     hard = F.one_hot(samples.argmax(dim=2), samples.shape[2]).movedim(-1, 2).to(samples.dtype)
     return hard + (samples - samples.detach())  # exactly the one-hot values (no rounding of hard + p - p)
-
-
-def sharpening_loss(samples: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """Mean cross entropy of each sample ``(B, M, K, *spatial)`` against its own argmax (valid pixels only)."""
-    log_max = torch.log(samples.amax(dim=2).clamp_min(torch.finfo(samples.dtype).tiny))  # (B, M, *spatial)
-    if valid is None:
-        return -log_max.mean()
-    mask = valid.expand(-1, samples.shape[1], *valid.shape[2:]).to(log_max.dtype)
-    return -(log_max * mask).sum() / mask.sum().clamp_min(1)
 
 
 def one_hot_label_map(y: torch.Tensor, num_classes: int, valid: torch.Tensor | None = None) -> torch.Tensor:

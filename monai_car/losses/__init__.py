@@ -8,7 +8,7 @@ from .adversarial import (
     r1_penalty,
 )
 from .calibration import CALIBRATION_ESTIMATORS, CalibrationLoss, GaussianCalibrationLoss
-from .cross_entropy import MaskedCrossEntropyLoss
+from .cross_entropy import MaskedCrossEntropyLoss, sharpening_loss
 
 __all__ = [
     "CALIBRATION_ESTIMATORS",
@@ -20,4 +20,5 @@ __all__ = [
     "discriminator_adversarial_loss",
     "generator_adversarial_loss",
     "r1_penalty",
+    "sharpening_loss",
 ]

@@ -106,7 +106,7 @@ class CalibrationLoss(_Loss):
         else:
             log_target = torch.log(target.detach().clamp(self.clamp, 1.0 - self.clamp))
             kl = self._kl(mean, log_target, dim=1)  # (B, *spatial)
-        if self.direction == "reverse" and self.estimator == "jackknife" and m > 1:
+        if self.estimator == "jackknife" and m > 1:  # reverse direction only (refused with forward in __init__)
             leave_one_out = (m * mean.unsqueeze(1) - samples) / (m - 1)  # (B, M, K, *spatial)
             kl_loo = self._kl(leave_one_out, log_target.unsqueeze(1), dim=2).mean(dim=1)
             kl = m * kl - (m - 1) * kl_loo

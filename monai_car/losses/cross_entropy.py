@@ -8,7 +8,7 @@ from torch.nn.modules.loss import _Loss
 
 from ._utils import masked_mean, validate_mask
 
-__all__ = ["MaskedCrossEntropyLoss"]
+__all__ = ["MaskedCrossEntropyLoss", "sharpening_loss"]
 
 
 class MaskedCrossEntropyLoss(_Loss):
@@ -58,3 +58,22 @@ class MaskedCrossEntropyLoss(_Loss):
         log_probs = torch.log(input.clamp_min(self.eps)) if self.input_is_probs else F.log_softmax(input, dim=1)
         nll = -log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
         return masked_mean(nll, valid if (mask is not None or self.ignore_index is not None) else None)
+
+
+def sharpening_loss(samples: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross entropy of each of G's samples against its own argmax, ``-log max_k p``, over valid pixels.
+
+    It does not change which class a sample draws, only how sure it is: a trainer whose D sees hard samples uses it to
+    keep G's probabilities label-like.
+
+    Args:
+        samples: ``(B, M, K, *spatial)`` probabilities.
+        valid: optional ``(B, 1, *spatial)`` (or ``(B, *spatial)``) mask, true on valid pixels; the mean divides by
+            the number of valid sample pixels (0 when there is none).
+    """
+    if samples.ndim < 4:
+        raise ValueError(f"samples must be (B, M, K, *spatial), got {tuple(samples.shape)}.")
+    log_max = torch.log(samples.amax(dim=2).clamp_min(torch.finfo(samples.dtype).tiny))  # (B, M, *spatial)
+    if valid is not None:
+        valid = validate_mask(valid, (log_max.shape[0], *log_max.shape[2:])).unsqueeze(1).expand_as(log_max)
+    return masked_mean(-log_max, valid)

@@ -3,16 +3,14 @@ and the sharpening term (single-pass G update)."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from car_engine_synthetic import make_cases, make_loader, make_networks, record_samples
 
 from monai_car.engines import RefinementTrainer
-from monai_car.engines.refinement_utils import sharpening_loss, straight_through_hard
+from monai_car.engines.refinement_utils import straight_through_hard
 from monai_car.handlers import DiscriminatorSchedule
-from monai_car.losses import CalibrationLoss
+from monai_car.losses import CalibrationLoss, sharpening_loss
 from monai_car.optimizers import create_car_optimizer
 
 
@@ -54,20 +52,6 @@ def test_straight_through_value_is_the_argmax_and_gradient_the_identity():
     upstream = torch.randn(hard.shape, generator=gen)
     (hard * upstream).sum().backward()
     torch.testing.assert_close(p.grad, upstream)
-
-
-def test_sharpening_loss_by_hand():
-    s = torch.zeros(1, 2, 2, 1, 2)  # (B, M, K, H, W)
-    s[0, 0, :, 0, 0] = torch.tensor([0.9, 0.1])
-    s[0, 1, :, 0, 0] = torch.tensor([0.4, 0.6])
-    s[0, :, :, 0, 1] = torch.tensor([0.5, 0.5])
-    by_hand = -(math.log(0.9) + math.log(0.6) + 2 * math.log(0.5)) / 4
-    assert sharpening_loss(s, None).item() == pytest.approx(by_hand, rel=1e-6)
-    valid = torch.tensor([[[[True, False]]]])  # (B, 1, H, W): the second pixel is void
-    assert sharpening_loss(s, valid).item() == pytest.approx(-(math.log(0.9) + math.log(0.6)) / 2, rel=1e-6)
-    one_hot = torch.zeros(1, 2, 2, 1, 2)
-    one_hot[:, :, 0] = 1.0
-    assert sharpening_loss(one_hot, None).item() == 0.0
 
 
 def test_discriminator_sees_label_maps_as_its_reals():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from monai_car.losses import MaskedCrossEntropyLoss
+from monai_car.losses import MaskedCrossEntropyLoss, sharpening_loss
 
 
 def test_by_hand_and_mask():
@@ -40,3 +40,19 @@ def test_errors():
         MaskedCrossEntropyLoss()(torch.randn(1, 2, 2, 2), torch.full((1, 2, 2), 2))
     with pytest.raises(ValueError, match="integer"):
         MaskedCrossEntropyLoss()(torch.randn(1, 2, 2, 2), torch.full((1, 2, 2), 0.5))
+
+
+def test_sharpening_loss_by_hand():
+    s = torch.zeros(1, 2, 2, 1, 2)  # (B, M, K, H, W)
+    s[0, 0, :, 0, 0] = torch.tensor([0.9, 0.1])
+    s[0, 1, :, 0, 0] = torch.tensor([0.4, 0.6])
+    s[0, :, :, 0, 1] = torch.tensor([0.5, 0.5])
+    by_hand = -(math.log(0.9) + math.log(0.6) + 2 * math.log(0.5)) / 4
+    assert sharpening_loss(s, None).item() == pytest.approx(by_hand, rel=1e-6)
+    valid = torch.tensor([[[[True, False]]]])  # (B, 1, H, W): the second pixel is void
+    assert sharpening_loss(s, valid).item() == pytest.approx(-(math.log(0.9) + math.log(0.6)) / 2, rel=1e-6)
+    one_hot = torch.zeros(1, 2, 2, 1, 2)
+    one_hot[:, :, 0] = 1.0
+    assert sharpening_loss(one_hot, None).item() == 0.0
+    with pytest.raises(ValueError, match="samples must be"):
+        sharpening_loss(torch.rand(2, 3, 4))
