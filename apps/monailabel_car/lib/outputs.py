@@ -15,6 +15,7 @@ written as a Slicer segmentation file (:func:`write_seg_nrrd`).
 
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -56,16 +57,8 @@ def channel_colors(num_samples: int) -> list[tuple[float, float, float]]:
     """Display colours (RGB in [0, 1]) for :func:`channel_names`: consensus yellow, samples a cycle of hues."""
     names = channel_names(num_samples)
     hues = np.linspace(0.0, 1.0, int(num_samples), endpoint=False)
-    samples = [_hsv_to_rgb(float(h), 0.55, 0.95) for h in hues]
+    samples = [tuple(round(c, 3) for c in colorsys.hsv_to_rgb(float(h), 0.55, 0.95)) for h in hues]
     return [(1.0, 0.85, 0.0), *samples, (0.6, 0.6, 0.6), (0.9, 0.2, 0.9)][: len(names)]
-
-
-def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
-    i = int(h * 6.0) % 6
-    f = h * 6.0 - int(h * 6.0)
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    r, g, b = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
-    return round(r, 3), round(g, 3), round(b, 3)
 
 
 def _scaled(values: np.ndarray) -> np.ndarray:
