@@ -17,6 +17,7 @@ from monai_car.utils.rng import isolated_rng  # re-exported: the engines' per-it
 
 from .base import ResumableTrainerMixin
 from .calibration_trainer import CalibrationTrainer
+from .ddp_adapters import DistributedRefiner, LogitsForward
 from .evaluator import SKIPPED_BATCH_KEY, CAREvaluator, lower_is_better
 from .known_distribution_metrics import (
     ControlSamplesOutput,
@@ -35,7 +36,7 @@ from .metric_handlers import (
 )
 from .refinement_trainer import GENERATOR_LOSSES, GeneratorUpdate, RefinementTrainer
 from .stage_resume import FRESH, RESUME, SKIP, StageResume, file_digest
-from .utils import BatchCheck, InvalidBatchError, LogitsForward, check_batch, select_cases
+from .utils import BatchCheck, InvalidBatchError, check_batch, select_cases
 
 __all__ = [
     "FRESH",
@@ -49,6 +50,7 @@ __all__ = [
     "CalibrationOutput",
     "CalibrationTrainer",
     "ControlSamplesOutput",
+    "DistributedRefiner",
     "FidelityMetricHandler",
     "FidelityOutput",
     "GeneratorUpdate",

@@ -22,7 +22,8 @@ from monai_car.utils.enums import CarKeys
 from monai_car.utils.validation import check_bool
 
 from .base import ResumableTrainerMixin
-from .utils import LogitsForward, as_plain, attach_progress_bar, check_batch, merge_checkpoint_entries, usable_cases
+from .ddp_adapters import LogitsForward
+from .utils import as_plain, attach_progress_bar, check_batch, merge_checkpoint_entries, usable_cases
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, EventEnum

@@ -24,13 +24,14 @@ from monai_car.losses import (
     r1_penalty,
     sharpening_loss,
 )
-from monai_car.networks import CARNet
+from monai_car.networks import CARNet, MultiSampleRefiner
 from monai_car.utils.distributed import all_reduce_mean, is_distributed, wrap_ddp
 from monai_car.utils.enums import CarKeys
 from monai_car.utils.enums import RefinementKeys as K
 from monai_car.utils.validation import check_bool
 
 from .base import ResumableTrainerMixin
+from .ddp_adapters import DistributedRefiner, LogitsForward
 from .refinement_utils import (
     GENERATOR_LOSSES,
     as_floats,
@@ -44,7 +45,6 @@ from .refinement_utils import (
 )
 from .two_pass import draw_samples, replay_generator_backward
 from .utils import (
-    LogitsForward,
     as_plain,
     attach_progress_bar,
     check_batch,
@@ -159,13 +159,14 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
             gradient is exact for ``L_G`` over samples generated ``c`` per image at a time: what changes is only that
             G's training-mode batch norm normalises each chunk with its own statistics (and updates its running
             statistics once per chunk) and each chunk draws its own dropout masks; with ``c >= M`` it is the single
-            pass. D's update and its accuracy still see all ``M`` samples. Not supported under DDP
-            (``NotImplementedError``).
+            pass. D's update and its accuracy still see all ``M`` samples. Under DDP the chunks' backward passes
+            accumulate locally (``no_sync``) and the last one all-reduces the sum, as gradient accumulation does.
         shared_encoder: G's noise-free work (encoder, bottleneck, first up block, skip halves) once per image for
-            its ``M`` samples, forward and backward, when G is a
-            :class:`~monai_car.networks.nets.RefinementUNet` (not under DDP). What changes against the per-sample
-            path (``False``): G's dropout in that shared part draws one mask per image instead of one per sample;
-            batch norm there sees the ``B`` images, whose statistics equal those of the ``B * M`` repeated rows.
+            its ``M`` samples, forward and backward, when G is a :class:`~monai_car.networks.nets.RefinementUNet`
+            (under DDP through :class:`~monai_car.engines.DistributedRefiner`, which keeps it synchronised). What
+            changes against the per-sample path (``False``): G's dropout in that shared part draws one mask per image
+            instead of one per sample; batch norm there sees the ``B`` images, whose statistics equal those of the
+            ``B * M`` repeated rows.
         seed: the one seed of the run (see :class:`ResumableTrainerMixin`).
         seed_data: seed data order and augmentation per epoch.
         image_key, grader_key, labels_key, case_key: batch keys.
@@ -299,15 +300,16 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         self.scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
         self.noise_generator = torch.Generator(device=device)
         self.state.skipped_cases = {}
-        # DDP: wrap what is trained; the sampling path goes through the wrapped G
+        # DDP: wrap what is trained; the sampling path goes through the wrapped G (its shared path too)
         use_ddp = bool(ddp) or (ddp is None and is_distributed())
-        if use_ddp and sample_chunk_size is not None:
-            raise NotImplementedError(
-                "sample_chunk_size (the two-pass G update) is not supported under DDP: its several G backward passes "
-                "per step are not synchronised as one; use sample_chunk_size=None (--stage2#sample_chunk_size null in "
-                "the LIDC bundle), or bound memory with AMP (--amp true) instead."
+        self._g_train: nn.Module = self.refinement_net
+        if use_ddp:
+            multi = self.shared_encoder and issubclass(type(self.refinement_net), MultiSampleRefiner)
+            self._g_train = (
+                DistributedRefiner(self.refinement_net, device, ddp_kwargs)
+                if multi
+                else wrap_ddp(self.refinement_net, device, ddp_kwargs)
             )
-        self._g_train: nn.Module = wrap_ddp(self.refinement_net, device, ddp_kwargs) if use_ddp else self.refinement_net
         self._d_train: nn.Module = wrap_ddp(self.discriminator, device, ddp_kwargs) if use_ddp else self.discriminator
         f_net: nn.Module = LogitsForward(self.calibration_net) if f_logits else self.calibration_net
         self._f_train: nn.Module = wrap_ddp(f_net, device, ddp_kwargs) if use_ddp and train_calibration else f_net
@@ -497,7 +499,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
     ) -> GeneratorUpdate:
         """All ``B * M`` samples of G in one graph; F's cross entropy (if any) is added before the one backward."""
         device, out = engine.state.device, engine.state.output
-        self.refinement_net.train()
+        self._g_train.train()
         self.noise_generator.manual_seed(self.iteration_seed(engine.state.iteration, "noise"))
         with self._autocast(device):
             samples = self._sampler.sample(
@@ -557,7 +559,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         device, out = engine.state.device, engine.state.output
         b, m = x.shape[0], self.num_samples
         net, chunk, rows, share = self._sampler, self.sample_chunk_size, self.chunk_size, self.shared_encoder
-        self.refinement_net.train()
+        self._g_train.train()
         self.noise_generator.manual_seed(self.iteration_seed(engine.state.iteration, "noise"))
         noise = self.network.sample_noise(b * m, generator=self.noise_generator, device=device, dtype=x.dtype)
         noise = noise.view(b, m, -1)  # what CARNet.sample draws from the same generator
@@ -581,7 +583,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         self.discriminator.train()
         fake_logits, loss_adv = replay_generator_backward(
             net, self.discriminator, x, probs, noise, states, chunk, rows, sample_grad,
-            self.adversarial_weight, valid, autocast, self._backward, share,
+            self.adversarial_weight, valid, autocast, self._backward, share, self._generator_sync,
         )  # fmt: skip
         engine.fire_event(AdversarialIterationEvents.GENERATOR_DISCRIMINATOR_FORWARD_COMPLETED)
         loss_g = self.adversarial_weight * loss_adv + self.calibration_weight * second.detach()
@@ -626,6 +628,12 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
     def _zero_generator_grads(self) -> None:
         for opt in [self.g_optimizer] + ([self.f_optimizer] if self.train_calibration else []):
             opt.zero_grad(set_to_none=self.optim_set_to_none)
+
+    def _generator_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """The context of one chunk's G forward and backward in the two-pass update: under DDP all but the ``last``
+        accumulate their gradients locally (``no_sync``); the last backward all-reduces the sum."""
+        no_sync = getattr(self._g_train, "no_sync", None)
+        return no_sync() if no_sync is not None and not last else contextlib.nullcontext()
 
     def _backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()

@@ -20,6 +20,7 @@ updated once per chunk, by the graph pass only (the no-graph pass restores them)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -118,6 +119,7 @@ def replay_generator_backward(
     autocast: Callable[[], AbstractContextManager[Any]],
     backward: Callable[[torch.Tensor], None],
     share: bool = False,
+    sync: Callable[[bool], AbstractContextManager[Any]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pass 2: each chunk again with a graph, back-propagating its share of ``L_G`` into G's ``.grad``.
 
@@ -132,6 +134,8 @@ def replay_generator_backward(
         adversarial_weight: ``w_adv``.
         valid: ``(B, 1, *spatial)`` mask of non-void pixels (void pixels are zeroed in D's input), or None.
         backward: called with each chunk's surrogate loss (e.g. scales it for a ``GradScaler``, then ``.backward()``).
+        sync: ``sync(is_last_chunk)`` gives the context of each chunk's forward and backward (under DDP: ``no_sync``
+            for all but the last, so the gradients accumulate locally and are all-reduced once); None: no context.
 
     Returns:
         ``(fake_logits, loss_adv)``: D's detached logits of all ``B * M`` samples in ``CARNet.sample``'s flattened
@@ -141,23 +145,25 @@ def replay_generator_backward(
     logits_parts, loss_adv = [], torch.zeros((), device=x.device)
     final_state = get_torch_rng_state(x.device)
     with frozen_parameters(discriminator):
-        for (j, c), state in zip(chunk_starts(m, sample_chunk_size), states):
+        chunks = chunk_starts(m, sample_chunk_size)
+        for i, ((j, c), state) in enumerate(zip(chunks, states)):
             set_torch_rng_state(state, x.device)
-            with autocast():
-                s = sampler.sample(
-                    x,
-                    c,
-                    chunk_size=chunk_size,
-                    calibration_probs=probs,
-                    noise=noise[:, j : j + c],
-                    share_in_training=share,
-                )
-            s = s.float()  # (B, c, K, *spatial)
-            with autocast():
-                logits = discriminator(fake_discriminator_input(x, s, valid))
-            logits = logits.float()
-            l_adv = generator_adversarial_loss(logits) * (c / m)  # this chunk's share of the mean over all rows
-            backward(adversarial_weight * l_adv + (s * sample_grad[:, j : j + c]).sum())
+            with sync(i == len(chunks) - 1) if sync is not None else contextlib.nullcontext():
+                with autocast():
+                    s = sampler.sample(
+                        x,
+                        c,
+                        chunk_size=chunk_size,
+                        calibration_probs=probs,
+                        noise=noise[:, j : j + c],
+                        share_in_training=share,
+                    )
+                s = s.float()  # (B, c, K, *spatial)
+                with autocast():
+                    logits = discriminator(fake_discriminator_input(x, s, valid))
+                logits = logits.float()
+                l_adv = generator_adversarial_loss(logits) * (c / m)  # this chunk's share of the mean over all rows
+                backward(adversarial_weight * l_adv + (s * sample_grad[:, j : j + c]).sum())
             loss_adv = loss_adv + l_adv.detach()
             logits_parts.append(logits.detach().reshape(b, c, *logits.shape[1:]))
     set_torch_rng_state(final_state, x.device)

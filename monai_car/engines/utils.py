@@ -28,7 +28,6 @@ __all__ = [
     "SKIP_REASON_KEY",
     "BatchCheck",
     "InvalidBatchError",
-    "LogitsForward",
     "as_plain",
     "attach_progress_bar",
     "case_names",
@@ -271,23 +270,6 @@ def frozen_parameters(module: nn.Module) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
-
-
-class LogitsForward(nn.Module):
-    """``forward = net.forward_logits`` so that a network's logits pass through ``DistributedDataParallel``.
-
-    DDP synchronises gradients only for calls of its own ``forward``; calling ``ddp.module.forward_logits`` would
-    silently skip the all-reduce. Wrapping this adapter instead keeps the logits path synchronised.
-    """
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        if not callable(getattr(net, "forward_logits", None)):
-            raise TypeError(f"{type(net).__name__} has no forward_logits(); use the network itself.")
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.forward_logits(x)
 
 
 def usable_cases(engine: Any, batch: Mapping, check: BatchCheck, skip_invalid: bool, where: str) -> dict | None:

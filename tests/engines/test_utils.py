@@ -7,7 +7,7 @@ import torch
 from ignite.engine import Engine
 from monai.data import MetaTensor, list_data_collate
 
-from monai_car.engines import LogitsForward, check_batch, select_cases
+from monai_car.engines import check_batch, select_cases
 from monai_car.engines import utils as engine_utils
 from monai_car.engines.utils import attach_progress_bar, frozen_parameters, is_interactive
 from monai_car.utils.enums import CarKeys
@@ -71,14 +71,12 @@ def test_select_cases_keeps_metadata_with_its_case():
     assert torch.equal(sub[CarKeys.LABEL], batch[CarKeys.LABEL][[0, 3]])
 
 
-def test_frozen_parameters_and_logits_forward():
+def test_frozen_parameters():
     net = torch.nn.Conv2d(1, 2, 1)
     x = torch.rand(1, 1, 2, 2, requires_grad=True)
     with frozen_parameters(net):
         net(x).sum().backward()
     assert net.weight.grad is None and x.grad is not None and net.weight.requires_grad
-    with pytest.raises(TypeError, match="forward_logits"):
-        LogitsForward(net)
 
 
 def _progress_engine(every=None, keys=("loss",)):
