@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_utils import REPO_ROOT, RESULTS_DIR, read_json
-from report_sections import AUTHORS, authors_section, proposals_section
+from report_sections import AUTHORS, authors_section, flops_section, proposals_section, shared_training_section
 from report_tables import (
     code_of,
     fmt_mem,
@@ -32,7 +32,9 @@ from monai_car.utils.atomic import write_text_atomic
 
 __all__ = ["AUTHORS", "load_results", "main", "render"]
 
-BENCHMARKS = ("sampling", "metrics", "training", "preprocessing")
+BENCHMARKS = ("sampling", "metrics", "training", "preprocessing", "flops")
+# single runs kept beside the suite's results: {(name, device): path under the results folder}
+ADOPTED = {("training_shared_encoder", "cpu"): "adopted/training_shared_encoder_m20_cpu.json"}
 MEMORY_NOTE = {
     "cpu": " Peak memory: peak RSS of a fresh process running that configuration once (runtime and weights "
     "included), with the part above the process's state before the run in brackets.",
@@ -50,6 +52,9 @@ def load_results(results_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
                 if path.exists():
                     out[(name, device)] = read_json(path)
                     break
+    for key, rel in ADOPTED.items():
+        if (Path(results_dir) / rel).exists():
+            out[key] = read_json(Path(results_dir) / rel)
     return out
 
 
@@ -302,6 +307,10 @@ def render(results: dict[tuple[str, str], dict[str, Any]]) -> str:
             out += ["Not run yet.", ""]
     out += ["## Against the authors' code (orientation only)", "", *authors_section(results), ""]
     out += ["## Hot-path changes: adopted, and proposed (for the module owners)", "", *proposals_section(results)]
+    out += shared_training_section(results)
+    ceilings = flops_section(results)
+    if ceilings:
+        out += ["## FLOP ceilings of G's shared path (issue 17)", "", *ceilings]
     out += [
         "## Left out and caveats",
         "",

@@ -2,7 +2,8 @@
 
 Run ``python benchmarks/run_all.py [--quick] [--device cuda] [--only sampling,metrics]``. Each benchmark writes
 ``benchmarks/results/<name>_<device>[_quick].json``; a benchmark that fails is reported and the others still run
-(the exit status is then 1). Preprocessing has no GPU work and runs only with ``--device cpu``.
+(the exit status is then 1). Preprocessing has no GPU work and the FLOP counts do not depend on the device: both
+run only with ``--device cpu``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from bench_utils import BENCH_DIR, RESULTS_DIR
 
 __all__ = ["main"]
 
-ORDER = ("sampling", "metrics", "training", "preprocessing")
+ORDER = ("sampling", "metrics", "training", "preprocessing", "flops")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ORDER:
         if name not in args.only:
             continue
-        if name == "preprocessing" and args.device != "cpu":
-            status[name] = "skipped (CPU only)"
+        if name in ("preprocessing", "flops") and args.device != "cpu":
+            status[name] = "skipped (CPU only: no GPU work / counts that do not depend on the device)"
             continue
         cmd = [sys.executable, str(BENCH_DIR / f"bench_{name}.py"), "--device", args.device]
         cmd += ["--threads", str(args.threads), "--out", str(args.out)]

@@ -162,3 +162,35 @@ def test_report_from_the_stored_results_names_the_gpu_and_the_targets(bench, tmp
     assert "## Against the authors' code" in text and "14-22 s" in text
     targets = text.split("## Targets (goals of issue 8)")[1].split("\n## ")[0]
     assert targets.count("**yes**") + targets.count("**no**") >= 4
+
+
+def test_flop_counts_follow_the_shared_paths_arithmetic(bench):
+    """The shared path's FLOPs are affine in S (the noise-free part once per image, the decoder once per draw), the
+    per-draw loop's are linear in S, and at S = 1 the two are the same work."""
+    f = bench("bench_flops")
+    runs = {s: f.sampling_flops(2, 32, 2, s) for s in (1, 2, 5)}
+    assert runs[1]["ceiling_speedup"] == pytest.approx(1.0)
+    loop = {s: r["per_draw_loop_gflop"] for s, r in runs.items()}
+    assert loop[5] == pytest.approx(5 * loop[1]) and loop[2] == pytest.approx(2 * loop[1])
+    shared = {s: r["shared_gflop"] for s, r in runs.items()}
+    per_draw = shared[2] - shared[1]  # the decoder's FLOPs per draw
+    assert 0 < per_draw < loop[1]
+    assert shared[5] == pytest.approx(shared[1] + 4 * per_draw)
+    assert runs[5]["ceiling_speedup"] == pytest.approx(loop[5] / shared[5]) and runs[5]["ceiling_speedup"] > 1.5
+    # a whole stage-2 iteration: the shared path does less, and exactly the same work with one sample per image
+    one, three = f.stage2_flops(1, batch=2, size=32), f.stage2_flops(3, batch=2, size=32)
+    assert one["ceiling_speedup_iteration"] == pytest.approx(1.0)
+    assert 1.0 < three["ceiling_speedup_iteration"] < three["ceiling_speedup_g_update"]
+
+
+def test_flops_tiny_run_writes_json_and_the_report_shows_the_ceilings(bench, tmp_path):
+    f, r = bench("bench_flops"), bench("report")
+    f.main(["--tiny", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "flops_cpu_tiny.json").read_text())
+    assert data["benchmark"] == "flops" and data["mode"] == "tiny" and len(data["sampling"]) == 1
+    # a full run's file is rendered into its section (the tiny numbers relabelled as full for the check)
+    data["mode"] = "full"
+    (tmp_path / "flops_cpu.json").write_text(json.dumps(data))
+    text = r.render(r.load_results(tmp_path))
+    assert "## FLOP ceilings of G's shared path" in text
+    assert f"x{data['sampling'][0]['ceiling_speedup']:.2f}" in text
