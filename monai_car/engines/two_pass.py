@@ -56,6 +56,27 @@ def _norm_buffers(module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return saved
 
 
+def _sample_chunk(
+    sampler: CARNet,
+    x: torch.Tensor,
+    probs: torch.Tensor,
+    noise: torch.Tensor,
+    start: int,
+    size: int,
+    chunk_size: int | None,
+    share: bool,
+) -> torch.Tensor:
+    """Samples ``start .. start + size`` of every image, ``(B, size, K, *spatial)``, from their rows of ``noise``."""
+    return sampler.sample(
+        x,
+        size,
+        chunk_size=chunk_size,
+        calibration_probs=probs,
+        noise=noise[:, start : start + size],
+        share_in_training=share,
+    )
+
+
 def draw_samples(
     sampler: CARNet,
     x: torch.Tensor,
@@ -90,14 +111,7 @@ def draw_samples(
         for j, c in chunk_starts(m, sample_chunk_size):
             states.append(get_torch_rng_state(x.device))
             with autocast():
-                s = sampler.sample(
-                    x,
-                    c,
-                    chunk_size=chunk_size,
-                    calibration_probs=probs,
-                    noise=noise[:, j : j + c],
-                    share_in_training=share,
-                )
+                s = _sample_chunk(sampler, x, probs, noise, j, c, chunk_size, share)
             parts.append(s.float())
         for buf, copy in saved:
             buf.copy_(copy)
@@ -150,14 +164,7 @@ def replay_generator_backward(
             set_torch_rng_state(state, x.device)
             with sync(i == len(chunks) - 1) if sync is not None else contextlib.nullcontext():
                 with autocast():
-                    s = sampler.sample(
-                        x,
-                        c,
-                        chunk_size=chunk_size,
-                        calibration_probs=probs,
-                        noise=noise[:, j : j + c],
-                        share_in_training=share,
-                    )
+                    s = _sample_chunk(sampler, x, probs, noise, j, c, chunk_size, share)
                 s = s.float()  # (B, c, K, *spatial)
                 with autocast():
                     logits = discriminator(fake_discriminator_input(x, s, valid))

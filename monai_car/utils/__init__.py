@@ -49,6 +49,7 @@ from .geometry import (
     StageSettings,
     TrainingGeometry,
 )
+from .precision import AMP_CHOICES, has_native_bf16, resolve_amp
 from .rng import (
     capture_rng_states,
     derive_seed,
@@ -84,6 +85,9 @@ __all__ = [
     "SETTINGS_KEY",
     "StageSettings",
     "RefinementKeys",
+    "AMP_CHOICES",
+    "has_native_bf16",
+    "resolve_amp",
     "all_reduce_mean",
     "capture_rng_states",
     "check_bool",

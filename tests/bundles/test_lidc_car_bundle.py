@@ -17,7 +17,7 @@ from bundle_fixtures import CONFIGS, TINY, cli_overrides, make_tiny_dataset, sav
 from monai.bundle import ConfigParser, run
 
 from monai_car.networks import CARNet
-from monai_car.utils import CheckpointGeometryError
+from monai_car.utils import CheckpointGeometryError, has_native_bf16
 
 TRAIN = str(CONFIGS / "train.json")
 EVALUATE = [TRAIN, str(CONFIGS / "evaluate.json")]
@@ -409,3 +409,17 @@ def test_paper_overlay_restores_the_papers_settings_and_only_overrides_existing_
     # the demo differs where its docs say it does
     assert demo["stage2"]["calibration_direction"] == "forward" and demo["stage2"]["d_frozen_iterations"] == 0
     assert demo["crop_size"] == 48
+
+
+def test_stage2_precision_is_bf16_only_on_cpus_with_native_bfloat16():
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    parser["device"] = "$torch.device('cpu')"
+    assert parser["stage2"]["amp"] == "auto" and parser["amp"] is False
+    assert parser.get_parsed_content("stage2#autocast") is has_native_bf16("cpu")
+    parser["stage2"]["amp"] = False  # --stage2#amp false: fp32 on any CPU
+    assert parser.get_parsed_content("stage2#autocast", lazy=False) is False
+    paper = ConfigParser()
+    paper.read_config([TRAIN, str(CONFIGS / "paper.json")])
+    paper["device"] = "$torch.device('cuda')"  # a GPU: fp32 under "auto" (the paper's setting)
+    assert paper.get_parsed_content("stage2#autocast") is False
