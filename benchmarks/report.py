@@ -34,7 +34,10 @@ __all__ = ["AUTHORS", "load_results", "main", "render"]
 
 BENCHMARKS = ("sampling", "metrics", "training", "preprocessing", "flops")
 # single runs kept beside the suite's results: {(name, device): path under the results folder}
-ADOPTED = {("training_shared_encoder", "cpu"): "adopted/training_shared_encoder_m20_cpu.json"}
+ADOPTED = {
+    ("training_shared_encoder", "cpu"): "adopted/training_shared_encoder_m20_cpu.json",
+    ("training_shared_encoder_bf16_cpu", "cpu"): "adopted/training_shared_encoder_m20_cpu_native_bf16.json",
+}
 MEMORY_NOTE = {
     "cpu": " Peak memory: peak RSS of a fresh process running that configuration once (runtime and weights "
     "included), with the part above the process's state before the run in brackets.",

@@ -295,29 +295,36 @@ def flops_section(results: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
     ]
 
 
+SHARED_TRAINING_RUNS = ("training_shared_encoder", "training_shared_encoder_bf16_cpu")
+
+
 def shared_training_section(results: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
-    """Section 5 of the hot-path changes: the shared path in stage-2 training (results/adopted/...)."""
-    adopted = results.get(("training_shared_encoder", "cpu"))
-    if adopted is None:
+    """Section 5 of the hot-path changes: the shared path in stage-2 training (``results/adopted/...``, one run per
+    machine: a CPU without and one with native bfloat16)."""
+    runs = [results[(key, "cpu")] for key in SHARED_TRAINING_RUNS if (key, "cpu") in results]
+    if not runs:
         return []
-    rows = []
-    for entry in adopted.get("stage2", []):
-        v = entry["variants"]
-        ref = v.get("engine_per_sample")
-        for name, what in (
-            ("baseline", "the iteration written directly (fp32)"),
-            ("engine_per_sample", "before: engine, a G pass per sample (fp32)"),
-            ("engine", "after: engine, shared path (fp32, the default)"),
-            ("engine_per_sample_bf16", "engine, a G pass per sample, bf16 autocast"),
-            ("engine_bf16", "after: engine, shared path, bf16 autocast"),
-        ):
-            if name in v:
-                vs = fmt_x(ref["median_s"] / v[name]["median_s"]) if ref else "-"
-                rows.append(
-                    f"| M={entry['samples']}, B={entry['batch']}, {entry['size']}^2 | {what} | "
-                    f"{fmt_s(v[name]['median_s'])} | {vs} | {fmt_peak(v[name])} |"
-                )
-    env = adopted["environment"]
+    rows, machines = [], []
+    for run in runs:
+        env = run["environment"]
+        where = f"{env['cpu']}, {env['torch_threads']} threads"
+        machines.append(f"{where} ({env['date_utc']})")
+        for entry in run.get("stage2", []):
+            v = entry["variants"]
+            ref = v.get("engine_per_sample")
+            for name, what in (
+                ("baseline", "the iteration written directly (fp32)"),
+                ("engine_per_sample", "before: engine, a G pass per sample (fp32)"),
+                ("engine", "after: engine, shared path (fp32)"),
+                ("engine_per_sample_bf16", "engine, a G pass per sample, bf16 autocast"),
+                ("engine_bf16", "after: engine, shared path, bf16 autocast"),
+            ):
+                if name in v:
+                    vs = fmt_x(ref["median_s"] / v[name]["median_s"]) if ref else "-"
+                    rows.append(
+                        f"| {where} | M={entry['samples']}, B={entry['batch']}, {entry['size']}^2 | {what} | "
+                        f"{fmt_s(v[name]['median_s'])} | {vs} | {fmt_peak(v[name])} |"
+                    )
     return [
         "### 5. Adopted: G's noise-free work once per image in stage-2 training (`RefinementTrainer(shared_encoder="
         "True)`, issue 17)",
@@ -329,12 +336,12 @@ def shared_training_section(results: dict[tuple[str, str], dict[str, Any]]) -> l
         "instead of one per sample; batch norm there sees the B images, whose statistics equal those of the `B*M` "
         "repeated rows. Under DDP the shared path goes through `DistributedRefiner` (one DDP forward for both of G's "
         "entry points), and the two-pass update (`sample_chunk_size`) accumulates its chunks with `no_sync`; a "
-        "2-process gloo test checks that G's gradient is the mean of the ranks' own. Measured in one run "
-        f"(`benchmarks/results/adopted/training_shared_encoder_m20_cpu.json`, {env['cpu']}, "
-        f"{env['torch_threads']} threads, {env['date_utc']}); ratios against the engine before (a G pass per sample):",
+        "2-process gloo test checks that G's gradient is the mean of the ranks' own. One run per machine, all "
+        "variants interleaved in it (`benchmarks/results/adopted/training_shared_encoder_m20_cpu*.json`: "
+        f"{'; '.join(machines)}); ratios against the engine before (a G pass per sample) in the same run:",
         "",
-        "| case | variant | s / iteration | vs before | peak memory |",
-        "|---|---|---|---|---|",
+        "| machine | case | variant | s / iteration | vs before | peak memory |",
+        "|---|---|---|---|---|---|",
         *rows,
         "",
     ]
