@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from .validation import check_bool
+
 __all__ = ["AMP_CHOICES", "has_native_bf16", "resolve_amp"]
 
 AMP_CHOICES = (True, False, "auto")
@@ -33,16 +35,19 @@ def resolve_amp(setting: bool | str, device: torch.device | str, default: bool =
     """A stage's ``amp`` setting as the bool its trainer takes.
 
     Args:
-        setting: True / False as given; ``"auto"``: ``default``, or bfloat16 autocast where the device is a CPU with
-            native bfloat16 (:func:`has_native_bf16`) -- fp32 on other CPUs and on GPUs.
+        setting: True / False (or the words ``true`` / ``false``, as the bundle CLI passes them); ``"auto"``:
+            ``default``, or bfloat16 autocast where the device is a CPU with native bfloat16
+            (:func:`has_native_bf16`) -- fp32 on other CPUs and on GPUs.
         device: the device the stage trains on.
         default: the run-wide ``amp`` (``"auto"`` never turns it off).
 
     Raises:
-        ValueError: ``setting`` is none of True, False, "auto".
+        ValueError: ``setting`` is none of true, false, "auto" (or ``default`` is not a bool).
     """
-    if isinstance(setting, str) and setting.lower() == "auto":
-        return bool(default) or has_native_bf16(device)
-    if not isinstance(setting, bool):
-        raise ValueError(f'amp must be true, false or "auto", got {setting!r}.')
-    return setting
+    default = check_bool(default, "amp (the run-wide setting)")
+    if isinstance(setting, str) and setting.strip().lower() == "auto":
+        return default or has_native_bf16(device)
+    try:
+        return check_bool(setting, "amp")
+    except ValueError:
+        raise ValueError(f'amp must be true, false or "auto", got {setting!r}.') from None

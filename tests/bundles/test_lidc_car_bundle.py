@@ -417,7 +417,7 @@ def test_stage2_precision_is_bf16_only_on_cpus_with_native_bfloat16():
     parser["device"] = "$torch.device('cpu')"
     assert parser["stage2"]["amp"] == "auto" and parser["amp"] is False
     assert parser.get_parsed_content("stage2#autocast") is has_native_bf16("cpu")
-    parser["stage2"]["amp"] = False  # --stage2#amp false: fp32 on any CPU
+    parser["stage2"]["amp"] = "false"  # --stage2#amp false (the CLI passes the word): fp32 on any CPU
     assert parser.get_parsed_content("stage2#autocast", lazy=False) is False
     paper = ConfigParser()
     paper.read_config([TRAIN, str(CONFIGS / "paper.json")])

@@ -36,6 +36,9 @@ def test_resolve_amp(monkeypatch, native):
     assert resolve_amp("auto", "cpu") is native
     assert resolve_amp("AUTO", "cpu", default=True) is True  # "auto" never turns a run-wide amp off
     assert resolve_amp(True, "cpu") is True and resolve_amp(False, "cpu", default=True) is False
-    for bad in ("yes", 1, None):
+    # the bundle CLI passes --stage2#amp false / --amp true as words
+    assert resolve_amp("false", "cpu") is False and resolve_amp("True", "cpu") is True
+    assert resolve_amp("auto", "cpu", default="true") is True
+    for bad in ("maybe", 2, None):
         with pytest.raises(ValueError, match="auto"):
             resolve_amp(bad, "cpu")
