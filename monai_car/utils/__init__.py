@@ -49,7 +49,7 @@ from .geometry import (
     StageSettings,
     TrainingGeometry,
 )
-from .precision import AMP_CHOICES, has_native_bf16, resolve_amp
+from .precision import has_native_bf16, resolve_amp
 from .rng import (
     capture_rng_states,
     derive_seed,
@@ -85,7 +85,6 @@ __all__ = [
     "SETTINGS_KEY",
     "StageSettings",
     "RefinementKeys",
-    "AMP_CHOICES",
     "has_native_bf16",
     "resolve_amp",
     "all_reduce_mean",

@@ -8,9 +8,8 @@ import torch
 
 from .validation import check_bool
 
-__all__ = ["AMP_CHOICES", "has_native_bf16", "resolve_amp"]
+__all__ = ["has_native_bf16", "resolve_amp"]
 
-AMP_CHOICES = (True, False, "auto")
 _CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
