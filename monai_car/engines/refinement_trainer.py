@@ -19,6 +19,7 @@ from monai_car.handlers.discriminator_schedule import DiscriminatorSchedule
 from monai_car.losses import (
     CalibrationLoss,
     MaskedCrossEntropyLoss,
+    calibrated_sharpening_loss,
     discriminator_adversarial_loss,
     generator_adversarial_loss,
     r1_penalty,
@@ -34,6 +35,7 @@ from .base import ResumableTrainerMixin
 from .ddp_adapters import DistributedRefiner, LogitsForward
 from .refinement_utils import (
     GENERATOR_LOSSES,
+    SHARPENING_TARGETS,
     as_floats,
     check_refinement_args,
     discriminator_accuracies,
@@ -148,6 +150,10 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         sharpening_weight: weight of the mean cross entropy of each sample against its own argmax
             (:func:`~monai_car.losses.sharpening_loss`): keeps G's probabilities label-like when D
             sees hard samples and no longer does. 0 (the paper) leaves it out. Single-pass update only.
+        sharpening_target: what the sharpening term pulls each sample toward: ``"argmax"`` (its own argmax,
+            :func:`~monai_car.losses.sharpening_loss`; leans to the majority class wherever the samples are still
+            soft) or ``"calibrated"`` (near one-hot targets whose class shares across the ``M`` samples of a pixel
+            are F's probabilities, :func:`~monai_car.losses.calibrated_sharpening_loss`).
         ignore_index: the label value of void pixels: left out of every loss and blanked in D's inputs.
         num_graders: the expected number of graders in ``labels_key`` when present.
         skip_invalid: leave out and report invalid cases (``engine.state.skipped_cases``) instead of raising.
@@ -202,6 +208,7 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         calibration_direction: str = "reverse",
         hard_samples: str = "none",
         sharpening_weight: float = 0.0,
+        sharpening_target: str = "argmax",
         ignore_index: int | None = None,
         num_graders: int | None = None,
         skip_invalid: bool = False,
@@ -286,6 +293,9 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         self.sample_chunk_size = sample_chunk_size
         self.shared_encoder = bool(shared_encoder)
         self.hard_samples, self.sharpening_weight = hard_samples, float(sharpening_weight)
+        if sharpening_target not in SHARPENING_TARGETS:
+            raise ValueError(f"sharpening_target must be one of {SHARPENING_TARGETS}, got {sharpening_target!r}.")
+        self.sharpening_target = sharpening_target
         self.image_key, self.grader_key, self.labels_key, self.case_key = image_key, grader_key, labels_key, case_key
         self.optim_set_to_none = optim_set_to_none
         self.calibration_loss = CalibrationLoss(
@@ -528,7 +538,11 @@ class RefinementTrainer(ResumableTrainerMixin, Trainer):
         loss_cal, loss_refine_ce, second = self._second_loss(cal_in, probs, y, valid)
         loss_g = self.adversarial_weight * loss_adv + self.calibration_weight * second
         if self.sharpening_weight > 0:
-            loss_g = loss_g + self.sharpening_weight * sharpening_loss(samples, valid)
+            if self.sharpening_target == "calibrated":
+                sharpening = calibrated_sharpening_loss(samples, probs, valid)
+            else:
+                sharpening = sharpening_loss(samples, valid)
+            loss_g = loss_g + self.sharpening_weight * sharpening
         total = loss_g if loss_ce_f is None else loss_g + self.calibration_ce_weight * loss_ce_f
         out.update({K.LOSS: loss_g, K.LOSS_ADV: loss_adv, K.LOSS_CAL: loss_cal})
         engine.fire_event(IterationEvents.LOSS_COMPLETED)

@@ -16,6 +16,7 @@ from monai_car.utils.validation import check_positive_int
 
 __all__ = [
     "GENERATOR_LOSSES",
+    "SHARPENING_TARGETS",
     "HARD_SAMPLE_OPTIONS",
     "as_floats",
     "check_refinement_args",
@@ -32,6 +33,9 @@ HARD_SAMPLE_OPTIONS = ("none", "discriminator", "calibration", "all")
 
 GENERATOR_LOSSES = ("calibration", "refine_ce")
 """``generator_loss`` options: CAR's calibration loss, or cross entropy of G's samples (the paper's control)."""
+
+SHARPENING_TARGETS = ("argmax", "calibrated")
+"""What the stage-2 trainer's sharpening term pulls each of G's samples toward."""
 
 
 def repeat_per_sample(x: torch.Tensor, num_samples: int) -> torch.Tensor:

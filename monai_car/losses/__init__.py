@@ -7,6 +7,7 @@ from .adversarial import (
     generator_adversarial_loss,
     r1_penalty,
 )
+from .calibrated_sharpening import calibrated_sharpening_loss, calibrated_sharpening_targets
 from .calibration import CALIBRATION_ESTIMATORS, CalibrationLoss, GaussianCalibrationLoss
 from .cross_entropy import MaskedCrossEntropyLoss, sharpening_loss
 
@@ -17,6 +18,8 @@ __all__ = [
     "MaskedCrossEntropyLoss",
     "NonSaturatingDiscriminatorLoss",
     "NonSaturatingGeneratorLoss",
+    "calibrated_sharpening_loss",
+    "calibrated_sharpening_targets",
     "discriminator_adversarial_loss",
     "generator_adversarial_loss",
     "r1_penalty",

@@ -96,6 +96,21 @@ def test_training_writes_the_model_and_logs_d(trained):
     assert "D update phase" in trained["log"] and "mode_ged" in trained["log"]
 
 
+def test_model_holds_the_moving_average_of_g(trained):
+    # model.pt (validated, used by evaluation and inference) carries the exponential moving average of G's weights,
+    # which the stage-2 checkpoint keeps for a resume; the raw G of the last iteration is a different set of weights
+    models = trained["out"] / "models"
+    model = torch.load(models / "model.pt", weights_only=True)["model"]
+    checkpoint = torch.load(models / "refinement.pt", weights_only=True)
+    ema, raw = checkpoint["ema_refinement_net"], checkpoint["refinement_net"]
+    assert set(ema) == set(raw)
+    for name, value in ema.items():
+        torch.testing.assert_close(model[f"refinement_net.{name}"], value)
+    assert any(not torch.equal(ema[n], raw[n]) for n in raw if raw[n].is_floating_point())
+    for name, value in checkpoint["calibration_net"].items():
+        torch.testing.assert_close(model[f"calibration_net.{name}"], value)
+
+
 def test_evaluation_reports_the_known_distribution_figures(trained):
     run("evaluating", config_file=EVALUATE, dataset_dir=str(trained["data"]), output_dir=str(trained["out"]), **TINY)
     ev = trained["out"] / "eval"
