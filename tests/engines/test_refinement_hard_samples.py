@@ -10,7 +10,7 @@ from car_engine_synthetic import make_cases, make_loader, make_networks, record_
 from monai_car.engines import RefinementTrainer
 from monai_car.engines.refinement_utils import straight_through_hard
 from monai_car.handlers import DiscriminatorSchedule
-from monai_car.losses import CalibrationLoss, sharpening_loss
+from monai_car.losses import CalibrationLoss, calibrated_sharpening_loss, sharpening_loss
 from monai_car.optimizers import create_car_optimizer
 
 
@@ -93,10 +93,24 @@ def test_sharpening_weight_enters_g_loss():
     assert out["loss"] == pytest.approx(expected, rel=1e-5)
 
 
+def test_calibrated_sharpening_target_enters_g_loss():
+    torch.manual_seed(0)
+    trainer = _trainer(sharpening_weight=2.0, sharpening_target="calibrated")
+    seen = record_samples(trainer)
+
+    trainer.run()
+    out = trainer.state.output
+    sharpening = calibrated_sharpening_loss(seen["samples"], seen["probs"]).item()
+    assert sharpening != pytest.approx(sharpening_loss(seen["samples"], None).item(), rel=1e-3)
+    assert out["loss"] == pytest.approx(10 * out["loss_adv"] + 5 * out["loss_cal"] + 2.0 * sharpening, rel=1e-5)
+
+
 def test_option_checks():
     with pytest.raises(ValueError, match="hard_samples"):
         _trainer(hard_samples="generator")
     with pytest.raises(ValueError, match="sharpening_weight"):
         _trainer(sharpening_weight=-1.0)
+    with pytest.raises(ValueError, match="sharpening_target"):
+        _trainer(sharpening_weight=1.0, sharpening_target="mode")
     with pytest.raises(NotImplementedError, match="single-pass"):
         _trainer(hard_samples="all", sample_chunk_size=1)
