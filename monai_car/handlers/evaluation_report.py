@@ -127,6 +127,7 @@ class EvaluationReportWriter:
         self.num_montage_samples = int(num_montage_samples)
         self.view_size = view_size
         self._cases: list[dict] = []
+        self._num_seen = 0
         self.written: list[Path] = []
 
     def attach(self, engine: Engine) -> None:
@@ -137,10 +138,13 @@ class EvaluationReportWriter:
 
     def _reset(self, engine: Engine) -> None:
         self._cases = []
+        self._num_seen = 0
         self.written = []
 
     def _collect(self, engine: Engine) -> None:
         output = engine.state.output
+        if isinstance(output, Mapping) and isinstance(output.get(CarKeys.IMAGE), torch.Tensor):
+            self._num_seen += int(output[CarKeys.IMAGE].shape[0])  # this process's cases (the report's fallback count)
         if len(self._cases) >= self.num_montage_cases or not isinstance(output, Mapping):
             return
         if CarKeys.SAMPLES not in output or CarKeys.IMAGE not in output:
@@ -200,7 +204,7 @@ class EvaluationReportWriter:
             filename = f"montage_{_safe(case['case_id'])}.png"
             written.append(self.save_case_montage(out / filename, case))
             pictures.append((f"Case {case['case_id']}", filename))
-        num_cases = int(getattr(engine.state, "num_cases", 0) or 0) or _count_cases(engine)
+        num_cases = int(getattr(engine.state, "num_cases", 0) or 0) or _count_cases(engine) or self._num_seen
         summary = {
             "title": self.title,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
