@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from bench_utils import REPO_ROOT, RESULTS_DIR, read_json
-from report_sections import AUTHORS, authors_section, flops_section, proposals_section, shared_training_section
+from report_sections import (
+    AUTHORS,
+    authors_section,
+    flops_section,
+    proposals_section,
+    shared_training_section,
+    sharpening_section,
+)
 from report_tables import (
     code_of,
     fmt_mem,
@@ -32,7 +39,7 @@ from monai_car.utils.atomic import write_text_atomic
 
 __all__ = ["AUTHORS", "load_results", "main", "render"]
 
-BENCHMARKS = ("sampling", "metrics", "training", "preprocessing", "flops")
+BENCHMARKS = ("sampling", "metrics", "training", "preprocessing", "flops", "sharpening")
 # single runs kept beside the suite's results: {(name, device): path under the results folder}
 ADOPTED = {
     ("training_shared_encoder", "cpu"): "adopted/training_shared_encoder_m20_cpu.json",
@@ -314,6 +321,9 @@ def render(results: dict[tuple[str, str], dict[str, Any]]) -> str:
     ceilings = flops_section(results)
     if ceilings:
         out += ["## FLOP ceilings of G's shared path (issue 17)", "", *ceilings]
+    sharpening = sharpening_section(results)
+    if sharpening:
+        out += ["## Sharpening of G's samples: the calibrated target's cost (issue 15)", "", *sharpening]
     out += [
         "## Left out and caveats",
         "",

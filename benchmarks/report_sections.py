@@ -6,7 +6,14 @@ from typing import Any
 
 from report_tables import fmt_diff, fmt_peak, fmt_s, fmt_x, label, sampling_case, stage2_variant
 
-__all__ = ["AUTHORS", "authors_section", "flops_section", "proposals_section", "shared_training_section"]
+__all__ = [
+    "AUTHORS",
+    "authors_section",
+    "flops_section",
+    "proposals_section",
+    "shared_training_section",
+    "sharpening_section",
+]
 
 # (before, after, after + bf16) of the shared-encoder sampling: in results since it is in the library, and in those
 # measured on the proposal's copy before
@@ -345,3 +352,31 @@ def shared_training_section(results: dict[tuple[str, str], dict[str, Any]]) -> l
         *rows,
         "",
     ]
+
+
+def sharpening_section(results: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """What the calibrated sharpening target costs against the argmax target (``bench_sharpening``), per device."""
+    out: list[str] = []
+    for device in ("cpu", "cuda"):
+        res = results.get(("sharpening", device))
+        if res is None or res.get("mode") == "tiny":
+            continue
+        c0 = res["cases"][0]
+        shape = f"B={c0['batch']}, M={c0['samples']}, K={c0['classes']}, {c0['size']}^2"
+        out += [
+            f"{device.upper()} ({res['environment'].get('cpu') or res['environment'].get('gpu', '')}), {shape}, loss + "
+            "backward:",
+            "",
+            "| samples | argmax | calibrated | cost vs argmax | calibrated as first written (subnormal floats) | "
+            "the fix's speed-up | loss difference |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in res["cases"]:
+            v = c["variants"]
+            out.append(
+                f"| {c['kind']} | {fmt_s(v['argmax']['median_s'])} | {fmt_s(v['calibrated']['median_s'])} | "
+                f"{fmt_x(v['calibrated']['cost_vs_argmax'])} | {fmt_s(v['calibrated_subnormal']['median_s'])} | "
+                f"{fmt_x(v['calibrated']['speedup_vs_subnormal'])} | {c['loss_difference']:.1e} |"
+            )
+        out.append("")
+    return out

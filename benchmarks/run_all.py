@@ -18,7 +18,7 @@ from bench_utils import BENCH_DIR, RESULTS_DIR
 
 __all__ = ["main"]
 
-ORDER = ("sampling", "metrics", "training", "preprocessing", "flops")
+ORDER = ("sampling", "metrics", "training", "preprocessing", "flops", "sharpening")
 
 
 def main(argv: list[str] | None = None) -> int:

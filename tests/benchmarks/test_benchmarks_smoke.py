@@ -194,3 +194,29 @@ def test_flops_tiny_run_writes_json_and_the_report_shows_the_ceilings(bench, tmp
     text = r.render(r.load_results(tmp_path))
     assert "## FLOP ceilings of G's shared path" in text
     assert f"x{data['sampling'][0]['ceiling_speedup']:.2f}" in text
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_sharpening_reference_gives_the_library_loss(bench, scale):
+    """The calibrated sharpening as first written (plain logsumexp) and the library's (no subnormal floats) agree on
+    soft and on saturated samples."""
+    s = bench("bench_sharpening")
+    from monai_car.losses import calibrated_sharpening_loss
+
+    gen = torch.Generator().manual_seed(1)
+    samples = torch.softmax(scale * torch.randn(2, 4, 5, 6, 6, generator=gen), dim=2)
+    target = torch.softmax(torch.randn(2, 5, 6, 6, generator=gen), dim=1)
+    expected = s.calibrated_with_subnormals(samples, target).item()
+    assert calibrated_sharpening_loss(samples, target).item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_sharpening_tiny_run_writes_json_and_the_report_shows_it(bench, tmp_path):
+    s, r = bench("bench_sharpening"), bench("report")
+    s.main(["--tiny", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "sharpening_cpu_tiny.json").read_text())
+    assert data["benchmark"] == "sharpening" and [c["kind"] for c in data["cases"]] == ["soft", "saturated"]
+    assert all(c["loss_difference"] < 1e-4 for c in data["cases"])
+    data["mode"] = "full"
+    (tmp_path / "sharpening_cpu.json").write_text(json.dumps(data))
+    text = r.render(r.load_results(tmp_path))
+    assert "## Sharpening of G's samples" in text and "| saturated |" in text

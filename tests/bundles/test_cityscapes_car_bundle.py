@@ -120,7 +120,8 @@ def test_evaluation_reports_the_known_distribution_figures(trained):
     assert 0.0 <= metrics["control_ged"] < metrics["mode_ged"] + 1.0
     report = (ev / "report.md").read_text()
     assert "mode-weighted GED" in report and "| road2 | 0.235 |" in report
-    assert "2 cases, 16 samples per case" in report  # the test split's 2 scenes (the known metrics keep no per-case rows)
+    # the test split's 2 scenes (counted as they pass: the known-distribution metrics keep no per-case rows)
+    assert "2 cases, 16 samples per case" in report
     assert {"calibration_bars.png", "reliability_calibration.png", "montage_test_0000.png"} <= {
         p.name for p in ev.iterdir()
     }
