@@ -20,6 +20,8 @@ from .calibration_trainer import CalibrationTrainer
 from .ddp_adapters import DistributedRefiner, LogitsForward
 from .evaluator import SKIPPED_BATCH_KEY, CAREvaluator, lower_is_better
 from .known_distribution_metrics import (
+    KEY_METRICS,
+    ControlOffsetHandler,
     ControlSamplesOutput,
     KnownDistributionHandler,
     ModesOutput,
@@ -49,6 +51,8 @@ __all__ = [
     "CARMetricHandler",
     "CalibrationOutput",
     "CalibrationTrainer",
+    "KEY_METRICS",
+    "ControlOffsetHandler",
     "ControlSamplesOutput",
     "DistributedRefiner",
     "FidelityMetricHandler",

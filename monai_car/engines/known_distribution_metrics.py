@@ -12,7 +12,12 @@
   |true flip probability - predicted| of F (its mean probability of the copy, on the pixels where the ground truth and
   the black box agree on the class) and of G (the copy's frequency among the hard samples);
 - ``ece_calibration`` (F), ``ece_samples`` (the hard samples' mean) against the exact soft targets, MoSE's convention,
-  right-closed bins; ``sample_sharpness`` (nats) on the switchable-class pixels.
+  right-closed bins; ``sample_sharpness`` (nats) on the switchable-class pixels;
+- ``control_offset_mean`` / ``_worst`` / per class and ``control_predicted_*``: G's offsets measured on the control's
+  samples, the same draws as ``control_ged``: the sampling noise an ideal G shows with this many samples and cases
+  (G's offsets are not expected below it).
+
+The key metric (model selection) is ``mode_ged`` or, with ``key_metric="g_offset_mean"``, G's mean offset.
 """
 
 from __future__ import annotations
@@ -43,7 +48,17 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["ControlSamplesOutput", "KnownDistributionHandler", "ModesOutput", "known_distribution_metrics"]
+__all__ = [
+    "KEY_METRICS",
+    "ControlOffsetHandler",
+    "ControlSamplesOutput",
+    "KnownDistributionHandler",
+    "ModesOutput",
+    "known_distribution_metrics",
+]
+
+KEY_METRICS = ("mode_ged", "g_offset_mean")
+"""``key_metric`` options of :func:`known_distribution_metrics` (both lower is better)."""
 
 
 class ModesOutput:
@@ -138,6 +153,35 @@ class KnownDistributionHandler(CARMetricHandler):
             engine.state.metrics[key] = value
 
 
+class ControlOffsetHandler(KnownDistributionHandler):
+    """G's calibration offsets measured on the control's samples (``control_offset_*``, ``control_predicted_*``).
+
+    The control draws ``num_samples`` modes per case from the true distribution (:class:`ControlSamplesOutput`, the
+    same draws as ``control_ged``); their copy frequencies differ from the flip probabilities by sampling noise only,
+    so these offsets are the floor an ideal G would show with as many samples and cases.
+
+    Args:
+        metric_fn: a :class:`~monai_car.metrics.CalibrationOffsetMetric` built with ``from_probabilities=False``.
+        control: the control's draws.
+    """
+
+    def __init__(self, metric_fn: Any, control: ControlSamplesOutput) -> None:
+        if getattr(metric_fn, "from_probabilities", True):
+            raise ValueError("metric_fn must read label maps (CalibrationOffsetMetric(from_probabilities=False)).")
+        super().__init__(metric_fn, {})
+        self.control = control
+
+    def update(self, output: Sequence[Mapping[str, Any]]) -> None:
+        (output,) = output
+        samples, _ = self.control(output)
+        self.metric_fn(samples, output[CarKeys.LABEL])
+
+    def compute(self) -> Any:
+        """G's figures of the control under ``control_`` names (F's are not measured here)."""
+        values = super().compute()
+        return {"control_" + key[2:]: value for key, value in values.items() if key.startswith("g_")}
+
+
 def known_distribution_metrics(
     switchable: Sequence[int] = SWITCHABLE_TRAIN_IDS,
     copies: Sequence[int] = COPY_IDS,
@@ -147,6 +191,7 @@ def known_distribution_metrics(
     ece_bins: int = 10,
     seed: int = 0,
     black_box_key: str | None = "blackbox",
+    key_metric: str = "mode_ged",
 ) -> tuple[dict[str, CARMetricHandler], dict[str, CARMetricHandler]]:
     """The key metric and the others of a known-distribution evaluation (see the module docstring).
 
@@ -158,12 +203,18 @@ def known_distribution_metrics(
         seed: seed of the control's draws.
         black_box_key: the evaluator output key of the black box's prediction (restricts F's offsets to the pixels
             where it agrees with the ground truth, as the paper); None: all pixels of the class.
+        key_metric: the model-selection metric, one of :data:`KEY_METRICS`: ``"mode_ged"`` (how close the samples'
+            distribution is, mode by mode) or ``"g_offset_mean"`` (how close G's frequency of each copy class is to
+            its flip probability, the calibration the bundle is about).
 
     Returns:
-        ``({"mode_ged": ...}, {"control_ged": ..., "calibration_offsets": ..., "known_calibration": ...})``; pass
-        them as ``key_val_metric`` and ``additional_metrics`` with ``passthrough_keys=[black_box_key]``.
+        ``({key_metric: ...}, {...})``: the key metric and the others (``mode_ged`` or ``calibration_offsets``,
+        ``control_ged``, ``control_offsets``, ``known_calibration``); pass them as ``key_val_metric`` and
+        ``additional_metrics`` with ``passthrough_keys=[black_box_key]``.
     """
     check_positive_int(num_samples, "num_samples")
+    if key_metric not in KEY_METRICS:
+        raise ValueError(f"key_metric must be one of {list(KEY_METRICS)}, got {key_metric!r}.")
     switchable, copies = list(switchable), list(copies)
     _, weights = switchable_modes(flip_probabilities)
     classes = switchable + copies
@@ -171,17 +222,22 @@ def known_distribution_metrics(
     def mode_ged(from_probabilities: bool) -> ModeWeightedGEDMetric:
         return ModeWeightedGEDMetric(classes, weights, from_probabilities=from_probabilities, ignore_index=ignore_index)
 
-    key = {"mode_ged": CARMetricHandler(mode_ged(True), ModesOutput(switchable, copies, num_samples))}
+    ged = CARMetricHandler(mode_ged(True), ModesOutput(switchable, copies, num_samples))
     control = ControlSamplesOutput(switchable, copies, flip_probabilities, num_samples, seed)
     offsets = CalibrationOffsetMetric(switchable, copies, flip_probabilities, num_samples=num_samples)
+    control_offsets = CalibrationOffsetMetric(switchable, copies, flip_probabilities, from_probabilities=False)
     calibration = KnownDistributionCalibrationMetric(
         switchable, copies, flip_probabilities, ignore_index, ece_bins, num_samples=num_samples
     )
     f_keys = {"calibration_probs": CarKeys.CALIBRATION.value}
     offset_keys = {**f_keys, **({"black_box": black_box_key} if black_box_key else {})}
+    offsets_handler = KnownDistributionHandler(offsets, offset_keys)
     extra = {
         "control_ged": CARMetricHandler(mode_ged(False), control),
-        "calibration_offsets": KnownDistributionHandler(offsets, offset_keys),
+        "control_offsets": ControlOffsetHandler(control_offsets, control),
         "known_calibration": KnownDistributionHandler(calibration, f_keys),
     }
-    return key, extra
+    if key_metric == "mode_ged":
+        return {"mode_ged": ged}, {"calibration_offsets": offsets_handler, **extra}
+    # the handler writes each of its figures under its own name, g_offset_mean among them: the key metric's value
+    return {"g_offset_mean": offsets_handler}, {"mode_ged": ged, **extra}

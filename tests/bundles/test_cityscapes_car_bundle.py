@@ -94,6 +94,8 @@ def test_training_writes_the_model_and_logs_d(trained):
     models = trained["out"] / "models"
     assert {"calibration.pt", "refinement.pt", "model.pt"} <= {p.name for p in models.iterdir()}
     assert "D update phase" in trained["log"] and "mode_ged" in trained["log"]
+    # model selection on G's mean calibration offset (stage2#selection_metric), GED still logged
+    assert "Key metric: g_offset_mean best value" in trained["log"]
 
 
 def test_model_holds_the_moving_average_of_g(trained):
@@ -115,11 +117,12 @@ def test_evaluation_reports_the_known_distribution_figures(trained):
     run("evaluating", config_file=EVALUATE, dataset_dir=str(trained["data"]), output_dir=str(trained["out"]), **TINY)
     ev = trained["out"] / "eval"
     metrics = json.loads((ev / "metrics.json").read_text())["metrics"]
-    for key in ("mode_ged", "control_ged", "f_offset_mean", "g_offset_worst", "ece_calibration", "sample_sharpness"):
+    keys = ("mode_ged", "control_ged", "f_offset_mean", "g_offset_worst", "control_offset_worst", "ece_calibration")
+    for key in (*keys, "sample_sharpness", "control_predicted_road2"):
         assert key in metrics, key
     assert 0.0 <= metrics["control_ged"] < metrics["mode_ged"] + 1.0
     report = (ev / "report.md").read_text()
-    assert "mode-weighted GED" in report and "| road2 | 0.235 |" in report
+    assert "mode-weighted GED" in report and "| road2 | 0.235 |" in report and "control's offset" in report
     # the test split's 2 scenes (counted as they pass: the known-distribution metrics keep no per-case rows)
     assert "2 cases, 16 samples per case" in report
     assert {"calibration_bars.png", "reliability_calibration.png", "montage_test_0000.png"} <= {

@@ -135,3 +135,52 @@ def test_label_maps_are_checked_and_name_the_case():
     cases[1]["label"][0, 0, 0] = 30
     with pytest.raises(ValueError, match="c01"):
         _evaluate(OracleG(), cases)
+
+
+def test_control_offsets_are_the_copy_frequencies_of_the_control_draws():
+    cases = _cases()
+    m = _evaluate(OracleG(), cases)
+    control = ControlSamplesOutput(SWITCHABLE_TRAIN_IDS, COPY_IDS, FLIP_PROBABILITIES, num_samples=16, seed=0)
+    names = ("sidewalk2", "person2", "car2", "vegetation2", "road2")
+    for original, copy, q, name in zip(SWITCHABLE_TRAIN_IDS, COPY_IDS, FLIP_PROBABILITIES, names):
+        copies = pixels = 0
+        for batch in _loader(cases):  # independently: count the copy among the draws on the class's pixels
+            samples, _ = control(batch)
+            on_class = (batch["label"] == original).expand_as(samples)
+            copies += int((samples[on_class] == copy).sum())
+            pixels += int(on_class.sum())
+        assert m[f"control_predicted_{name}"] == pytest.approx(copies / pixels)
+        assert m[f"control_offset_{name}"] == pytest.approx(abs(q - copies / pixels))
+    worst = max(m[f"control_offset_{n}"] for n in names)
+    assert m["control_offset_worst"] == pytest.approx(worst) and 0 < m["control_offset_mean"] <= worst
+    assert not any(k.startswith("control_") and "f_" in k for k in m)  # F has no control
+
+
+def test_g_offset_mean_as_key_metric_selects_by_calibration():
+    key, extra = known_distribution_metrics(key_metric="g_offset_mean")
+    assert list(key) == ["g_offset_mean"] and "mode_ged" in extra and "calibration_offsets" not in extra
+    ev = CAREvaluator(
+        "cpu",
+        _loader(_cases(8)),
+        CARNet(OracleF(), OracleG(flips=False), num_classes=K),
+        num_samples=4,
+        label_classes=K,
+        ignore_index=VOID,
+        passthrough_keys=["blackbox"],
+        key_val_metric=key,
+        additional_metrics=extra,
+    )
+    ev.run()
+    assert ev.state.best_metric == pytest.approx(sum(FLIP_PROBABILITIES) / 5)  # the key metric read its value
+    assert "mode_ged" in ev.state.metrics
+    with pytest.raises(ValueError, match="key_metric"):
+        known_distribution_metrics(key_metric="ged")
+
+
+def test_control_offsets_need_a_metric_of_label_maps():
+    from monai_car.engines import ControlOffsetHandler
+    from monai_car.metrics import CalibrationOffsetMetric
+
+    control = ControlSamplesOutput(SWITCHABLE_TRAIN_IDS, COPY_IDS, FLIP_PROBABILITIES, num_samples=4)
+    with pytest.raises(ValueError, match="from_probabilities=False"):
+        ControlOffsetHandler(CalibrationOffsetMetric(), control)
