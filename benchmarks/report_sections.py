@@ -378,5 +378,10 @@ def sharpening_section(results: dict[tuple[str, str], dict[str, Any]]) -> list[s
                 f"{fmt_x(v['calibrated']['cost_vs_argmax'])} | {fmt_s(v['calibrated_subnormal']['median_s'])} | "
                 f"{fmt_x(v['calibrated']['speedup_vs_subnormal'])} | {c['loss_difference']:.1e} |"
             )
-        out.append("")
+        out += [
+            "",
+            "The clamp that keeps the exponentials out of subnormal floats costs time on soft samples and saves more "
+            "on saturated ones, which G's samples are once they are label-like (most of stage 2).",
+            "",
+        ]
     return out
