@@ -79,7 +79,11 @@ def _loader(cases: list[dict], batch: int = 8) -> list[dict]:
 
 
 def _evaluate(g: nn.Module, cases: list[dict], num_samples: int = 16) -> dict:
-    key, extra = known_distribution_metrics(num_samples=num_samples, seed=0)
+    return _run_evaluator(g, cases, num_samples).state.metrics
+
+
+def _run_evaluator(g: nn.Module, cases: list[dict], num_samples: int, key_metric: str = "mode_ged") -> CAREvaluator:
+    key, extra = known_distribution_metrics(num_samples=num_samples, seed=0, key_metric=key_metric)
     ev = CAREvaluator(
         "cpu",
         _loader(cases),
@@ -92,7 +96,7 @@ def _evaluate(g: nn.Module, cases: list[dict], num_samples: int = 16) -> dict:
         additional_metrics=extra,
     )
     ev.run()
-    return ev.state.metrics
+    return ev
 
 
 def test_an_oracle_is_calibrated_and_scores_the_control():
@@ -159,18 +163,7 @@ def test_control_offsets_are_the_copy_frequencies_of_the_control_draws():
 def test_g_offset_mean_as_key_metric_selects_by_calibration():
     key, extra = known_distribution_metrics(key_metric="g_offset_mean")
     assert list(key) == ["g_offset_mean"] and "mode_ged" in extra and "calibration_offsets" not in extra
-    ev = CAREvaluator(
-        "cpu",
-        _loader(_cases(8)),
-        CARNet(OracleF(), OracleG(flips=False), num_classes=K),
-        num_samples=4,
-        label_classes=K,
-        ignore_index=VOID,
-        passthrough_keys=["blackbox"],
-        key_val_metric=key,
-        additional_metrics=extra,
-    )
-    ev.run()
+    ev = _run_evaluator(OracleG(flips=False), _cases(8), num_samples=4, key_metric="g_offset_mean")
     assert ev.state.best_metric == pytest.approx(sum(FLIP_PROBABILITIES) / 5)  # the key metric read its value
     assert "mode_ged" in ev.state.metrics
     with pytest.raises(ValueError, match="key_metric"):
