@@ -31,7 +31,8 @@ class KnownDistributionReportWriter(EvaluationReportWriter):
     """:class:`EvaluationReportWriter` for :func:`~monai_car.engines.known_distribution_metrics`: the same files
     (``metrics.json``, ``report.md``), with reliability diagrams of F and of the hard samples against the exact
     targets, the per-class calibration bars (``calibration_bars.png``, like the paper's Figure 5: true flip probability,
-    F, G), scene montages (:func:`~monai_car.visualize.save_scene_montage`) and a fidelity section with the offsets.
+    F, G and the control's draws), scene montages (:func:`~monai_car.visualize.save_scene_montage`) and a fidelity
+    section with the offsets.
 
     Args:
         flip_probabilities: the true flip probabilities of the switchable classes, in layout order.
@@ -64,12 +65,13 @@ class KnownDistributionReportWriter(EvaluationReportWriter):
     def extra_pictures(
         self, out: Path, metrics: Mapping[str, Any], tables: Mapping[str, Any]
     ) -> list[tuple[Path, str]]:
-        """The calibration bars of F and G (when their per-class predictions were measured)."""
+        """The calibration bars of F, G and the control (those whose per-class predictions were measured)."""
         from monai_car.visualize import save_calibration_bars
 
         predicted = {
             "F (mean probability)": self._predicted(metrics, "f"),
             "G (hard samples)": self._predicted(metrics, "g"),
+            "control (drawn from the true distribution)": self._predicted(metrics, "control"),
         }
         predicted = {k: v for k, v in predicted.items() if any(x == x for x in v)}
         if not predicted:
@@ -77,7 +79,7 @@ class KnownDistributionReportWriter(EvaluationReportWriter):
         path = save_calibration_bars(
             out / "calibration_bars.png", self.flip_probabilities, predicted, class_names=self.class_names
         )
-        return [(path, "Calibration of the switchable classes (true flip probability, F, G)")]
+        return [(path, "Calibration of the switchable classes (true flip probability, F, G, control)")]
 
     def save_case_montage(self, path: Path, case: Mapping[str, Any]) -> Path:
         """A scene montage: image, ground truth, F's argmax and entropy, the samples' entropy and samples."""
