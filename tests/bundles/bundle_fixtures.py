@@ -1,4 +1,4 @@
-"""A tiny on-disk CAR data set and tiny-network overrides for running the LIDC bundle in tests."""
+"""A tiny on-disk CAR data set and tiny-network overrides for running the LIDC and Cityscapes bundles in tests."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-__all__ = ["BUNDLE", "CONFIGS", "TINY", "cli_overrides", "make_tiny_dataset", "save_nifti"]
+__all__ = [
+    "BUNDLE",
+    "CITYSCAPES_NETWORK",
+    "CITYSCAPES_TINY",
+    "CONFIGS",
+    "TINY",
+    "cli_overrides",
+    "make_tiny_dataset",
+    "save_nifti",
+]
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "lidc_car"
 CONFIGS = BUNDLE / "configs"
@@ -22,6 +31,21 @@ TINY = {
     "g_channels": [4, 8, 16],
     "d_channels": [4, 8],
     "noise_dim": 4,
+    "cache_rate": 0.0,
+    "stage1#max_epochs": 1,
+    "stage2#max_epochs": 1,
+    "stage2#num_samples": 2,
+    "stage2#val_num_samples": 3,
+    "stage2#val_interval": 1,
+}
+
+# the Cityscapes bundle's networks and settings, as narrow (32x32 crops of 32x64 generated scenes)
+CITYSCAPES_NETWORK = {"f_hidden_channels": 4, "f_num_blocks": 1, "g_channels": [4, 8], "noise_dim": 4}
+CITYSCAPES_TINY = {
+    **CITYSCAPES_NETWORK,
+    "d_channels": [4, 8],
+    "crop_size": [32, 32],
+    "batch_size": 2,
     "cache_rate": 0.0,
     "stage1#max_epochs": 1,
     "stage2#max_epochs": 1,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_fixtures import cli_overrides
+from bundle_fixtures import CITYSCAPES_NETWORK, CITYSCAPES_TINY, cli_overrides
 from monai.bundle import ConfigParser, run
 from PIL import Image
 
@@ -27,19 +27,7 @@ TRAIN = str(CONFIGS / "train.json")
 EVALUATE = [TRAIN, str(CONFIGS / "evaluate.json")]
 INFERENCE = str(CONFIGS / "inference.json")
 OFFICIAL_SCHEMA = BUNDLE.parents[2] / "shared" / "data" / "monai_bundle_schema" / "meta_schema_20240725.json"
-NETWORK = {"f_hidden_channels": 4, "f_num_blocks": 1, "g_channels": [4, 8], "noise_dim": 4}
-TINY = {
-    **NETWORK,
-    "d_channels": [4, 8],
-    "crop_size": [32, 32],
-    "batch_size": 2,
-    "cache_rate": 0.0,
-    "stage1#max_epochs": 1,
-    "stage2#max_epochs": 1,
-    "stage2#num_samples": 2,
-    "stage2#val_num_samples": 3,
-    "stage2#val_interval": 1,
-}
+NETWORK, TINY = CITYSCAPES_NETWORK, CITYSCAPES_TINY
 
 
 @pytest.fixture(scope="module")

@@ -11,31 +11,16 @@ import sys
 from pathlib import Path
 
 import torch
-from bundle_fixtures import cli_overrides
+from bundle_fixtures import CITYSCAPES_TINY, cli_overrides
 
 from monai_car.data import build_synthetic_scenes
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "cityscapes_car" / "configs"
 TRAIN = str(CONFIGS / "train.json")
-TINY = {
-    "f_hidden_channels": 4,
-    "f_num_blocks": 1,
-    "g_channels": [4, 8],
-    "noise_dim": 4,
-    "d_channels": [4, 8],
-    "crop_size": [32, 32],
-    "batch_size": 2,
-    "cache_rate": 0.0,
-    "num_workers": 0,
-    "stage1#max_epochs": 1,
-    "stage2#num_samples": 2,
-    "stage2#val_num_samples": 3,
-    "stage2#val_interval": 1,
-}
 
 
 def _train(data: Path, out: Path, root: Path, **extra) -> None:
-    overrides = {**TINY, "dataset_dir": str(data), "output_dir": str(out), **extra}
+    overrides = {**CITYSCAPES_TINY, "dataset_dir": str(data), "output_dir": str(out), **extra}
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", TRAIN, *cli_overrides(overrides)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
