@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from bundle_fixtures import CITYSCAPES_NETWORK, CITYSCAPES_TINY, cli_overrides
+from bundle_fixtures import CITYSCAPES_NETWORK, CITYSCAPES_TINY, run_bundle_training
 from monai.bundle import ConfigParser, run
 from PIL import Image
 
@@ -35,11 +32,7 @@ def trained(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("cityscapes_bundle")
     data = build_synthetic_scenes(root / "data", 6, 2, 2, size=(32, 64))
     out = root / "out"
-    overrides = {**TINY, "dataset_dir": str(data), "output_dir": str(out)}
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", TRAIN, *cli_overrides(overrides)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_bundle_training(TRAIN, {**TINY, "dataset_dir": str(data), "output_dir": str(out)}, root)
     return {"data": data, "out": out, "log": proc.stdout + proc.stderr}
 
 

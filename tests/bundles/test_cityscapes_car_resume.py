@@ -4,14 +4,11 @@ uninterrupted run's G, moving average of G and D."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
-from bundle_fixtures import CITYSCAPES_TINY, cli_overrides
+from bundle_fixtures import CITYSCAPES_TINY, assert_same, run_bundle_training
 
 from monai_car.data import build_synthetic_scenes
 
@@ -20,17 +17,7 @@ TRAIN = str(CONFIGS / "train.json")
 
 
 def _train(data: Path, out: Path, root: Path, **extra) -> None:
-    overrides = {**CITYSCAPES_TINY, "dataset_dir": str(data), "output_dir": str(out), **extra}
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", TRAIN, *cli_overrides(overrides)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-
-def _assert_equal_states(a: dict, b: dict, where: str) -> None:
-    assert a.keys() == b.keys(), where
-    for key in a:
-        assert torch.equal(a[key], b[key]), f"{where}/{key}"
+    run_bundle_training(TRAIN, {**CITYSCAPES_TINY, "dataset_dir": str(data), "output_dir": str(out), **extra}, root)
 
 
 def test_stage2_resumed_after_an_epoch_ends_with_the_uninterrupted_moving_average(tmp_path):
@@ -45,7 +32,7 @@ def test_stage2_resumed_after_an_epoch_ends_with_the_uninterrupted_moving_averag
     a = torch.load(full / "models" / "refinement.pt", weights_only=True)
     b = torch.load(part / "models" / "refinement.pt", weights_only=True)
     for entry in ("refinement_net", "ema_refinement_net", "discriminator"):
-        _assert_equal_states(a[entry], b[entry], entry)
+        assert_same(a[entry], b[entry], entry)
     epoch1 = torch.load(full / "models" / "stage2_checkpoint_epoch=1.pt", weights_only=True)["ema_refinement_net"]
     assert any(not torch.equal(epoch1[k], a["ema_refinement_net"][k]) for k in epoch1)  # the average moved on
     assert any(not torch.equal(a["ema_refinement_net"][k], a["refinement_net"][k]) for k in a["refinement_net"])

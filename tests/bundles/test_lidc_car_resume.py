@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_fixtures import CONFIGS, TINY, cli_overrides, make_tiny_dataset
+from bundle_fixtures import CONFIGS, TINY, assert_same, cli_overrides, make_tiny_dataset
 from monai.bundle import run
 
 TRAIN = str(CONFIGS / "train.json")
@@ -36,21 +36,6 @@ def _evaluate(data: Path, out: Path) -> dict:
     overrides = {**OVERRIDES, "dataset_dir": str(data), "output_dir": str(out), "eval_num_samples": 8}
     run("evaluating", config_file=EVALUATE, eval_dir=str(out / "eval"), **overrides)
     return json.loads((out / "eval" / "metrics.json").read_text())["metrics"]
-
-
-def _assert_same(a, b, where: str) -> None:
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, dict) and isinstance(b, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            _assert_same(a[key], b[key], f"{where}/{key}")
-    elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}/{i}")
-    else:
-        assert type(a) is type(b) and (a == b if not hasattr(a, "shape") else (a == b).all()), where
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +92,7 @@ def test_a_training_killed_mid_stage_resumes_with_one_command_to_the_uninterrupt
 
     full = uninterrupted["out"] / "models"
     for name in ("calibration.pt", "refinement.pt", "model.pt"):
-        _assert_same(torch.load(full / name, weights_only=True), torch.load(models / name, weights_only=True), name)
+        assert_same(torch.load(full / name, weights_only=True), torch.load(models / name, weights_only=True), name)
     # each stage keeps its latest epoch checkpoint only (the one resumed from was replaced)
     assert sorted(p.name for p in models.iterdir()) == sorted(p.name for p in full.iterdir())
     assert _evaluate(data, out) == uninterrupted["metrics"]
