@@ -57,10 +57,10 @@ CITYSCAPES_TINY = {**_TINY_TRAINING, **CITYSCAPES_NETWORK, "crop_size": [32, 32]
 
 
 def run_bundle_training(config_file: str, overrides: dict, cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m monai.bundle run training`` in a subprocess (one OpenMP thread); fails the test on a non-zero
-    exit with the end of its output."""
+    """``python -m monai.bundle run training`` in a subprocess (one OpenMP thread unless ``OMP_NUM_THREADS`` says
+    otherwise); fails the test on a non-zero exit with the end of its output."""
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", config_file]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {"OMP_NUM_THREADS": "1", **os.environ}
     proc = subprocess.run(
         [*cmd, *cli_overrides(overrides)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )

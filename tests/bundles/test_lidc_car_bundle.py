@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_fixtures import CONFIGS, TINY, cli_overrides, make_tiny_dataset, save_nifti
+from bundle_fixtures import CONFIGS, TINY, cli_overrides, make_tiny_dataset, run_bundle_training, save_nifti
 from monai.bundle import ConfigParser, run
 
 from monai_car.networks import CARNet
@@ -38,9 +38,7 @@ def trained(tmp_path_factory) -> dict:
     data = make_tiny_dataset(root / "data")
     out = root / "out"
     overrides = {**TINY, "dataset_dir": str(data), "output_dir": str(out)}
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", TRAIN, *cli_overrides(overrides)]
-    proc = subprocess.run(cmd, cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_bundle_training(TRAIN, overrides, root)
     return {"data": data, "out": out, "overrides": overrides, "root": root, "log": proc.stdout + proc.stderr}
 
 
